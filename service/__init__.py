@@ -1,0 +1,1 @@
+"""The Hero service: the SQL tutorial's heroes API on Litestar, msgspec and SQLAlchemy."""

@@ -1,0 +1,118 @@
+"""The one place that builds the engine, tunes it per database and bounds the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from advanced_alchemy.extensions.litestar import SQLAlchemySyncConfig
+from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
+from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
+    SESSION_TERMINUS_ASGI_EVENTS,
+)
+from litestar.di import NamedDependency
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from service.models import Base
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from litestar.types import BeforeMessageSendHookHandler, Message, Scope
+
+DRIVERS = {
+    "sqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+}
+"""The driver each plain URL scheme runs on."""
+
+
+def database_url(raw: str) -> URL:
+    """Parse a plain ``DATABASE_URL`` and pick its driver; an explicit ``+driver`` is kept."""
+    url = make_url(raw)
+    if "+" not in url.drivername and url.drivername in DRIVERS:
+        url = url.set(drivername=DRIVERS[url.drivername])
+    return url
+
+
+def is_sqlite(url: URL) -> bool:
+    """Whether ``url`` points at SQLite."""
+    return url.get_backend_name() == "sqlite"
+
+
+def create_engine(settings: Settings) -> Engine:
+    """Build the engine for ``settings.database_url``, tuned for its database."""
+    url = database_url(settings.database_url)
+    if is_sqlite(url):
+        return _sqlite_engine(url, settings)
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: URL, settings: Settings) -> Engine:
+    in_memory = url.database in (None, "", ":memory:")
+    engine = sa.create_engine(
+        url,
+        # "IMMEDIATE" makes the driver open every write transaction with BEGIN IMMEDIATE, which
+        # takes the write lock up front: two writers then queue on busy_timeout instead of
+        # deadlocking on a read lock each. Reads run outside any transaction.
+        connect_args={"isolation_level": "IMMEDIATE", "check_same_thread": False},
+        # One shared connection keeps an in-memory database alive and the same for every request.
+        poolclass=StaticPool if in_memory else None,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def tune(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA busy_timeout = {settings.sqlite_busy_timeout_ms:d}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.close()
+
+    return engine
+
+
+def database_config(settings: Settings) -> SQLAlchemySyncConfig:
+    """The SQLAlchemy plugin's config: a session per request, closed as the response starts."""
+    config = SQLAlchemySyncConfig(
+        engine_instance=create_engine(settings),
+        metadata=Base.metadata,
+        create_all=True,
+        set_default_exception_handler=False,
+        enable_touch_updated_timestamp_listener=False,
+        enable_file_object_listener=False,
+    )
+    config.before_send_handler = _session_closer(config.session_scope_key)
+    return config
+
+
+def _session_closer(session_scope_key: str) -> BeforeMessageSendHookHandler:
+    async def close_session(message: Message, scope: Scope) -> None:
+        # Async so that it runs inline: the plugin's sync handlers hop to a thread per message.
+        if message["type"] in SESSION_TERMINUS_ASGI_EVENTS:
+            session: Session | None = get_aa_scope_state(scope, session_scope_key)
+            if session is not None:
+                session.close()
+                delete_aa_scope_state(scope, session_scope_key)
+
+    return close_session
+
+
+async def provide_transaction(db_session: NamedDependency[Session]) -> AsyncIterator[Session]:
+    """The request's write transaction: it commits when the handler returns, before the response.
+
+    A failed commit raises here and becomes an error response, so a 2xx always means the write is
+    stored. When the handler raises, nothing is committed: closing the session rolls it back.
+    """
+    yield db_session
+    try:
+        db_session.commit()
+    except Exception:
+        # SQLite keeps the transaction open when COMMIT fails on a deferred constraint, and
+        # closing the session would not end it: roll back so the refused write leaves with it.
+        db_session.rollback()
+        raise

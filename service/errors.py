@@ -1,0 +1,136 @@
+"""Bad input and failures, mapped to HTTP in one table and answered in the one ``Error`` shape."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.types import ExceptionHandlersMap
+from litestar.utils.scope.state import ScopeState
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from service.schemas import NO_NUL, Error, ErrorDetail
+
+logger = logging.getLogger("service")
+
+RETRY_AFTER_SECONDS = 1
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<key>[^`]*)`)?$", re.S)
+_MISSING_FIELD = re.compile(r"missing required field `(?P<key>[^`]+)`")
+_NUL_RULE = f"matching regex '{NO_NUL}'"
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The request is invalid: `extra` names each wrong field and says what is wrong.",
+    404: "No hero has this id.",
+    409: "The database refused the write (a constraint failed at commit); nothing was stored.",
+    413: "The request body is larger than the service accepts.",
+    503: "The database is busy or unavailable: retry after `Retry-After` seconds.",
+}
+
+
+def documented_errors(*status_codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors an operation can answer, all of the one ``Error`` shape."""
+    return {
+        code: ResponseSpec(Error, description=ERROR_DESCRIPTIONS[code], generate_examples=False)
+        for code in status_codes
+    }
+
+
+def error_response(
+    status_code: int,
+    detail: str,
+    extra: list[ErrorDetail] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Error]:
+    """The one shape of every error response."""
+    return Response(Error(status_code, detail, extra), status_code=status_code, headers=headers)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error]:
+    extra = None
+    if isinstance(exc.extra, list) and exc.extra:
+        extra = [_error_detail(item) for item in exc.extra]
+    return error_response(exc.status_code, exc.detail, extra, exc.headers)
+
+
+def _error_detail(item: object) -> ErrorDetail:
+    if not isinstance(item, dict):
+        return ErrorDetail(str(item))
+    message = str(item.get("message", "")).replace(_NUL_RULE, "without NUL characters")
+    return ErrorDetail(message, item.get("key"), item.get("source"))
+
+
+def _conflict(_: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+    logger.warning("write refused by the database: %s", exc)
+    return error_response(409, "The database refused the write; nothing was stored.")
+
+
+def _database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+    logger.warning("database unavailable: %s", exc)
+    return error_response(
+        503,
+        "The database is busy or unavailable; retry shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(500, "Internal Server Error")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    HTTPException: _http_error,
+    # Locked or busy SQLite, an unreachable or restarting PostgreSQL, an exhausted pool.
+    OperationalError: _database_unavailable,
+    IntegrityError: _conflict,
+    PoolTimeoutError: _database_unavailable,
+    Exception: _internal_error,
+}
+"""Every exception the service answers, and how."""
+
+
+@functools.cache
+def _decoder(body_type: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(body_type)
+
+
+async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
+    """Decode a JSON body straight into the handler's Struct in msgspec's strict mode.
+
+    Litestar converts bodies leniently (``"42"`` would pass as an int); this hook runs first and
+    leaves the decoded Struct where Litestar looks for the parsed body, so only strict JSON of
+    the right types gets through, and each error names the field at fault.
+    """
+    data_field = request.route_handler.parsed_data_field
+    if data_field is None:
+        return
+    body = await request.body()
+    if not body.strip():
+        raise _invalid_body(request, "The request body is empty; expected a JSON object.")
+    try:
+        ScopeState.from_scope(request.scope).json = _decoder(data_field.annotation).decode(body)
+    except msgspec.ValidationError as exc:
+        match = _MSGSPEC_PATH.match(str(exc))
+        message, key = (match["message"], match["key"]) if match else (str(exc), None)
+        if key is None and (missing := _MISSING_FIELD.search(message)):
+            key = missing["key"]
+        raise _invalid_body(request, message, key or None) from None
+    except msgspec.DecodeError as exc:
+        raise ClientException(f"The request body is not valid JSON: {exc}") from None
+
+
+def _invalid_body(
+    request: Request[Any, Any, Any], message: str, key: str | None = None
+) -> ValidationException:
+    return ValidationException(
+        detail=f"Validation failed for {request.method} {request.url.path}",
+        extra=[{"message": message, "key": key, "source": "body"}],
+    )

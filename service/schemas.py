@@ -1,0 +1,76 @@
+"""Request and response bodies. Output types have no ``secret_name`` field, so it cannot leak."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from service.models import AGE_MAX, NAME_MAX_LENGTH
+
+NO_NUL = r"^[^\x00]*$"
+"""Strings may hold any character but NUL, which PostgreSQL cannot store."""
+
+Name = Annotated[
+    str,
+    Meta(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NO_NUL, examples=["Deadpond"]),
+]
+SecretName = Annotated[
+    str,
+    Meta(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NO_NUL, examples=["Dive Wilson"]),
+]
+Age = Annotated[
+    int,
+    # Litestar leaves a zero bound out of the OpenAPI document; "extra" restates it there.
+    Meta(ge=0, le=AGE_MAX, examples=[30], extra_json_schema={"extra": {"minimum": 0}}),
+]
+
+
+class HeroCreate(Struct, kw_only=True):
+    """A new hero. The server assigns the id; an ``id`` sent by the client is ignored."""
+
+    name: Name
+    secret_name: SecretName
+    age: Age | None = None
+
+
+class HeroUpdate(Struct, kw_only=True, omit_defaults=True):
+    """A partial update: omitted fields stay as they are, ``"age": null`` clears the age."""
+
+    name: Name | UnsetType = UNSET
+    secret_name: SecretName | UnsetType = UNSET
+    age: Age | UnsetType | None = UNSET
+
+    def changes(self) -> dict[str, object]:
+        """The fields the client sent, by column name."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
+
+
+class HeroPublic(Struct):
+    """A hero as every response shows it."""
+
+    id: Annotated[int, Meta(examples=[1])]
+    name: Annotated[str, Meta(examples=["Deadpond"])]
+    age: Annotated[int | None, Meta(examples=[30])]
+
+
+class Deleted(Struct):
+    """The answer to a successful delete."""
+
+    ok: Annotated[bool, Meta(examples=[True])] = True
+
+
+class ErrorDetail(Struct, omit_defaults=True):
+    """One thing wrong with the request."""
+
+    message: Annotated[str, Meta(examples=["Expected `int`, got `str`"])]
+    key: Annotated[str | None, Meta(examples=["age"])] = None
+    source: Annotated[str | None, Meta(examples=["body"])] = None
+
+
+class Error(Struct, omit_defaults=True):
+    """The body of every error response."""
+
+    status_code: Annotated[int, Meta(examples=[400])]
+    detail: Annotated[str, Meta(examples=["Validation failed for POST /heroes"])]
+    extra: list[ErrorDetail] | None = None

@@ -1,0 +1,50 @@
+"""Configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated
+
+import msgspec
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value the service cannot run with."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service can be configured with.
+
+    Each field is read from the environment variable of the same name in upper case,
+    so ``database_url`` comes from ``DATABASE_URL``.
+    """
+
+    database_url: str = "sqlite:///heroes.db"
+    """``sqlite:///path.db``, ``sqlite:///:memory:`` or ``postgresql://user@host/db``."""
+    max_body_size: PositiveInt = 16 * 1024
+    """Largest request body accepted, in bytes; larger bodies get 413."""
+    sqlite_busy_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
+    """How long a SQLite writer waits for the write lock before the request gets 503."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``); errors name the variable."""
+        environ = os.environ if environ is None else environ
+        values = {
+            name: environ[name.upper()] for name in cls.__struct_fields__ if name.upper() in environ
+        }
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_name_the_variable(str(exc))) from None
+
+
+def _name_the_variable(message: str) -> str:
+    """Turn msgspec's ``... - at `$.max_body_size``` into ``MAX_BODY_SIZE: ...``."""
+    detail, _, path = message.rpartition(" - at `$.")
+    if not detail:
+        return message
+    return f"{path.rstrip('`').upper()}: {detail}"

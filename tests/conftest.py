@@ -1,0 +1,102 @@
+"""Apps built with ``create_app`` on real databases: a SQLite file, and PostgreSQL if reachable."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import sqlalchemy as sa
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from service.app import create_app
+from service.db import create_engine
+from service.models import Hero
+from service.settings import Settings
+
+POSTGRES_SERVER = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""The PostgreSQL server the tests create their throwaway database on."""
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_unreachable() -> str | None:
+    try:
+        psycopg.connect(POSTGRES_SERVER, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL at {POSTGRES_SERVER} is not reachable: {exc}".strip()
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own on the PostgreSQL server for this test session, dropped afterwards."""
+    if reason := _postgres_unreachable():
+        if IN_CI:
+            pytest.fail(f"CI must test PostgreSQL too. {reason}")
+        pytest.skip(reason)
+    name = f"hero_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield str(sa.make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False))
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind the service supports."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'heroes.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    engine = create_engine(Settings(database_url=url))
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS heroes CASCADE"))
+        connection.execute(sa.text("DROP TABLE IF EXISTS commit_guard CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings for an app on the test's database."""
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    """The app under test."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Litestar, settings: Settings) -> Iterator[TestClient[Litestar]]:
+    """An in-process client; every response it sees is checked for stored secret names."""
+    responses: list[httpx.Response] = []
+    with TestClient(app) as client:
+        client.event_hooks["response"].append(responses.append)
+        yield client
+    secrets = stored_secret_names(settings)
+    for response in responses:
+        response.read()
+        seen = response.text + "".join(f"{k}: {v}" for k, v in response.headers.items())
+        leaked = [secret for secret in secrets if secret in seen]
+        assert not leaked, f"{response.request.method} {response.request.url} leaked {leaked}"
+
+
+def stored_secret_names(settings: Settings) -> list[str]:
+    """Every secret name in the database, but for those too short to be told from chance."""
+    engine = create_engine(settings)
+    try:
+        with engine.connect() as connection:
+            names = connection.execute(sa.select(Hero.secret_name)).scalars()
+            return [name for name in names if len(name) >= 8]
+    finally:
+        engine.dispose()

@@ -1,0 +1,41 @@
+"""Small helpers the API tests share."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from service.schemas import Error
+
+Client = TestClient[Litestar]
+
+
+def new_hero(name: str = "Deadpond", age: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A HeroCreate body with a secret name distinctive enough to be searched for in responses."""
+    return {"name": name, "age": age, "secret_name": f"secret-{uuid.uuid4().hex}", **extra}
+
+
+def create(client: Client, name: str = "Deadpond", age: int | None = None) -> dict[str, Any]:
+    """Create a hero through the API and return its public form."""
+    response = client.post("/heroes", json=new_hero(name, age))
+    assert response.status_code == 201, response.text
+    hero: dict[str, Any] = response.json()
+    return hero
+
+
+def assert_error(response: Any, status_code: int, key: str | None = None) -> Error:
+    """Check that ``response`` is an error of the one documented shape, naming ``key`` if given."""
+    assert response.status_code == status_code, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = msgspec.json.decode(response.content, type=Error, strict=True)
+    assert error.status_code == status_code
+    assert error.detail
+    if key is not None:
+        assert error.extra, response.text
+        assert [detail.key for detail in error.extra] == [key], response.text
+        assert all(detail.message for detail in error.extra)
+    return error

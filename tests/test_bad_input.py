@@ -1,0 +1,156 @@
+"""Bad input gets a 4xx of the one error shape naming the field at fault, and stores nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from service.models import AGE_MAX, NAME_MAX_LENGTH
+from tests.helpers import Client, assert_error, create, new_hero
+
+LONG = "x" * (NAME_MAX_LENGTH + 1)
+
+BAD_HERO_FIELDS = [
+    pytest.param({"name": 7}, "name", id="name-not-a-string"),
+    pytest.param({"name": ""}, "name", id="name-empty"),
+    pytest.param({"name": LONG}, "name", id="name-too-long"),
+    pytest.param({"name": "Dead\x00pond"}, "name", id="name-with-nul"),
+    pytest.param({"secret_name": ["x"]}, "secret_name", id="secret-not-a-string"),
+    pytest.param({"secret_name": ""}, "secret_name", id="secret-empty"),
+    pytest.param({"secret_name": LONG}, "secret_name", id="secret-too-long"),
+    pytest.param({"secret_name": "\x00"}, "secret_name", id="secret-with-nul"),
+    pytest.param({"age": "30"}, "age", id="age-as-string"),
+    pytest.param({"age": 30.5}, "age", id="age-fractional"),
+    pytest.param({"age": 30.0}, "age", id="age-as-float"),
+    pytest.param({"age": True}, "age", id="age-as-bool"),
+    pytest.param({"age": -1}, "age", id="age-negative"),
+    pytest.param({"age": AGE_MAX + 1}, "age", id="age-beyond-int32"),
+    pytest.param({"age": 2**64}, "age", id="age-beyond-int64"),
+    pytest.param({"age": {"years": 3}}, "age", id="age-an-object"),
+]
+
+BAD_BODIES = [
+    pytest.param(b"", None, id="empty"),
+    pytest.param(b"   ", None, id="blank"),
+    pytest.param(b"{", None, id="truncated-json"),
+    pytest.param(b"{'name': 'x'}", None, id="single-quotes"),
+    pytest.param(b"\xff\xfe", None, id="not-utf8"),
+    pytest.param(b"[]", None, id="array"),
+    pytest.param(b'"Deadpond"', None, id="string"),
+    pytest.param(b"null", None, id="null"),
+    pytest.param(b'{"name": "Deadpond", "age": 1} trailing', None, id="trailing-garbage"),
+]
+
+
+def assert_no_heroes_stored(client: Client) -> None:
+    assert client.get("/heroes").json() == []
+
+
+@pytest.mark.parametrize(("fields", "key"), BAD_HERO_FIELDS)
+def test_create_with_bad_field_is_400_naming_it(
+    client: Client, fields: dict[str, Any], key: str
+) -> None:
+    assert_error(client.post("/heroes", json={**new_hero(), **fields}), 400, key)
+    assert_no_heroes_stored(client)
+
+
+@pytest.mark.parametrize("missing", ["name", "secret_name"])
+def test_create_without_required_field_is_400_naming_it(client: Client, missing: str) -> None:
+    body = new_hero()
+    del body[missing]
+
+    assert_error(client.post("/heroes", json=body), 400, missing)
+    assert_no_heroes_stored(client)
+
+
+@pytest.mark.parametrize(("body", "key"), BAD_BODIES)
+def test_create_with_malformed_body_is_400(client: Client, body: bytes, key: None) -> None:
+    response = client.post("/heroes", content=body, headers={"content-type": "application/json"})
+
+    assert_error(response, 400, key)
+    assert_no_heroes_stored(client)
+
+
+def test_create_with_body_over_the_limit_is_413(client: Client) -> None:
+    body = json.dumps(new_hero(padding="x" * 1_000_000)).encode()
+
+    assert_error(client.post("/heroes", content=body), 413)
+    assert_no_heroes_stored(client)
+
+
+@pytest.mark.parametrize(("fields", "key"), BAD_HERO_FIELDS)
+def test_patch_with_bad_field_is_400_and_changes_nothing(
+    client: Client, fields: dict[str, Any], key: str
+) -> None:
+    hero = create(client, "Deadpond", 30)
+
+    assert_error(client.patch(f"/heroes/{hero['id']}", json=fields), 400, key)
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+@pytest.mark.parametrize("field", ["name", "secret_name"])
+def test_patch_with_null_for_a_required_field_is_400(client: Client, field: str) -> None:
+    hero = create(client, "Deadpond", 30)
+
+    assert_error(client.patch(f"/heroes/{hero['id']}", json={field: None}), 400, field)
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+@pytest.mark.parametrize(("body", "key"), BAD_BODIES)
+def test_patch_with_malformed_body_is_400(client: Client, body: bytes, key: None) -> None:
+    hero = create(client)
+
+    response = client.patch(
+        f"/heroes/{hero['id']}", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert_error(response, 400, key)
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=1.5", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=abc", "offset"),
+        (f"offset={2**63}", "offset"),
+        ("min_age=-1", "min_age"),
+        (f"max_age={AGE_MAX + 1}", "max_age"),
+        ("min_age=old", "min_age"),
+        ("name=", "name"),
+        ("name=Dead%00pond", "name"),
+        (f"name={LONG}", "name"),
+    ],
+)
+def test_list_with_bad_query_value_is_400_naming_it(client: Client, query: str, key: str) -> None:
+    assert_error(client.get(f"/heroes?{query}"), 400, key)
+
+
+@pytest.mark.parametrize("hero_id", ["0", "-1", str(2**63), str(10**30)])
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_out_of_range_hero_id_is_400(client: Client, method: str, hero_id: str) -> None:
+    assert_error(client.request(method, f"/heroes/{hero_id}", json={}), 400, "hero_id")
+
+
+@pytest.mark.parametrize("hero_id", ["abc", "1.5", "1e3", "%00"])
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_non_numeric_hero_id_is_404(client: Client, method: str, hero_id: str) -> None:
+    assert_error(client.request(method, f"/heroes/{hero_id}", json={}), 404)
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_largest_hero_id_is_a_plain_404(client: Client, method: str) -> None:
+    assert_error(client.request(method, f"/heroes/{2**63 - 1}", json={}), 404)
+
+
+def test_huge_age_filter_within_bounds_works(client: Client) -> None:
+    create(client, "Old", AGE_MAX)
+
+    assert [h["age"] for h in client.get(f"/heroes?min_age={AGE_MAX}").json()] == [AGE_MAX]
