@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Tag
 
-from service.db import database_config, provide_transaction
+from service.db import database_config, prepare_schema, provide_transaction
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
 from service.heroes import HeroController
 from service.settings import Settings
@@ -28,9 +28,11 @@ and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), w
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
+    database = database_config(settings)
     return Litestar(
         route_handlers=[HeroController],
-        plugins=[SQLAlchemyPlugin(config=database_config(settings))],
+        plugins=[SQLAlchemyPlugin(config=database)],
+        on_startup=[lambda: prepare_schema(database)],
         dependencies={"transaction": Provide(provide_transaction)},
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=decode_body_strictly,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from advanced_alchemy.extensions.litestar import SQLAlchemySyncConfig
+from advanced_alchemy.alembic.commands import AlembicCommands
+from advanced_alchemy.extensions.litestar import AlembicSyncConfig, SQLAlchemySyncConfig
 from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
 from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
     SESSION_TERMINUS_ASGI_EVENTS,
 )
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from litestar.di import NamedDependency
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session
@@ -21,6 +25,9 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from litestar.types import BeforeMessageSendHookHandler, Message, Scope
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+"""The Alembic scripts; ``litestar database upgrade`` and the SQLite startup upgrade run them."""
 
 DRIVERS = {
     "sqlite": "sqlite+pysqlite",
@@ -48,7 +55,18 @@ def create_engine(settings: Settings) -> Engine:
     url = database_url(settings.database_url)
     if is_sqlite(url):
         return _sqlite_engine(url, settings)
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        # A connection that died with a database restart is replaced before a request uses it.
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms:d}",
+        },
+    )
 
 
 def _sqlite_engine(url: URL, settings: Settings) -> Engine:
@@ -81,13 +99,39 @@ def database_config(settings: Settings) -> SQLAlchemySyncConfig:
     config = SQLAlchemySyncConfig(
         engine_instance=create_engine(settings),
         metadata=Base.metadata,
-        create_all=True,
+        alembic_config=AlembicSyncConfig(
+            script_location=str(MIGRATIONS), version_table_name="alembic_version"
+        ),
         set_default_exception_handler=False,
         enable_touch_updated_timestamp_listener=False,
         enable_file_object_listener=False,
     )
     config.before_send_handler = _session_closer(config.session_scope_key)
     return config
+
+
+def prepare_schema(config: SQLAlchemySyncConfig) -> None:
+    """Make sure the schema is current before the first request.
+
+    SQLite databases are migrated in place, so the Quick start needs no migration step.
+    PostgreSQL is migrated by the operator (``just migrate``) before deploying: with several
+    workers or hosts racing to migrate at startup, only an explicit step is safe. An app
+    started on a PostgreSQL database that is not at the latest revision refuses to start.
+    """
+    engine = config.get_engine()
+    if is_sqlite(engine.url):
+        AlembicCommands(sqlalchemy_config=config).upgrade("head")
+        return
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(
+            connection, opts={"version_table": "alembic_version"}
+        ).get_current_revision()
+    if current != head:
+        raise RuntimeError(
+            f"The database schema is at revision {current or 'none'}, the service needs {head}: "
+            "run `just migrate` (litestar --app service.app:app database upgrade) first."
+        )
 
 
 def _session_closer(session_scope_key: str) -> BeforeMessageSendHookHandler:

@@ -11,11 +11,12 @@ import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
+from advanced_alchemy.alembic.commands import AlembicCommands
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.db import create_engine
+from service.db import create_engine, database_config
 from service.models import Hero
 from service.settings import Settings
 
@@ -44,7 +45,9 @@ def postgres_url() -> Iterator[str]:
     name = f"hero_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    yield str(sa.make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False))
+    url = sa.make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
     with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
@@ -59,9 +62,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url
     engine = create_engine(Settings(database_url=url))
     with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE IF EXISTS heroes CASCADE"))
-        connection.execute(sa.text("DROP TABLE IF EXISTS commit_guard CASCADE"))
+        connection.exec_driver_sql("DROP TRIGGER IF EXISTS break_commit ON heroes")
+        connection.exec_driver_sql("DROP FUNCTION IF EXISTS break_commit")
+        connection.exec_driver_sql("DROP TABLE IF EXISTS commit_guard")
+        connection.exec_driver_sql("TRUNCATE heroes RESTART IDENTITY")
     engine.dispose()
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the latest schema, as ``just migrate`` does."""
+    config = database_config(Settings(database_url=url))
+    AlembicCommands(sqlalchemy_config=config).upgrade("head")
+    config.get_engine().dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""Settings come from the environment; bad values stop startup naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.db import database_url
+from service.settings import Settings, SettingsError
+
+
+def test_defaults_use_a_sqlite_file_in_the_working_directory() -> None:
+    assert Settings.from_env({}).database_url == "sqlite:///heroes.db"
+
+
+def test_each_setting_reads_the_variable_of_its_name() -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": "sqlite:///:memory:", "MAX_BODY_SIZE": "2048", "DB_POOL_SIZE": "3"}
+    )
+
+    assert settings.database_url == "sqlite:///:memory:"
+    assert settings.max_body_size == 2048
+    assert settings.db_pool_size == 3
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MAX_BODY_SIZE", "lots"),
+        ("MAX_BODY_SIZE", "0"),
+        ("SQLITE_BUSY_TIMEOUT_MS", "-1"),
+        ("DB_POOL_SIZE", "1.5"),
+        ("DB_POOL_TIMEOUT", "0"),
+    ],
+)
+def test_invalid_value_is_an_error_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}: "):
+        Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///heroes.db", "sqlite+pysqlite"),
+        ("sqlite:///:memory:", "sqlite+pysqlite"),
+        ("postgresql://user@host/db", "postgresql+psycopg"),
+        ("postgres://user@host/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://user@host/db", "postgresql+psycopg"),
+    ],
+)
+def test_plain_database_url_gets_its_driver(url: str, driver: str) -> None:
+    assert database_url(url).drivername == driver
