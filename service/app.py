@@ -13,7 +13,7 @@ from litestar.openapi.spec import Tag
 
 from service.db import database_config, prepare_schema, provide_transaction
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
-from service.heroes import HeroController
+from service.heroes import HeroController, link_new_hero
 from service.settings import Settings
 
 DESCRIPTION = """\
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[HeroController],
         plugins=[SQLAlchemyPlugin(config=database)],
-        on_startup=[lambda: prepare_schema(database)],
+        on_startup=[lambda: prepare_schema(database), link_new_hero],
         dependencies={"transaction": Provide(provide_transaction)},
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=decode_body_strictly,

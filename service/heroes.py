@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, cast
 
 import sqlalchemy as sa
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Litestar, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, Link, OpenAPIResponse
 from litestar.params import Body, Parameter, ParameterKwarg
 from sqlalchemy.orm import Session
 
@@ -115,6 +115,32 @@ CREATE_EXAMPLE = Example(
 UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
 
 
+NEW_HERO_LINKS = {
+    operation_id: Link(
+        operation_id=operation_id,
+        parameters={"hero_id": "$response.body#/id"},
+        description=f"The id in the answer is the hero_id of {operation_id}.",
+    )
+    for operation_id in ("getHero", "updateHero", "deleteHero")
+}
+
+
+def link_new_hero(app: Litestar) -> None:
+    """Document in OpenAPI that createHero's answer leads to the new hero's get, update, delete.
+
+    Litestar has no parameter for response links, so they are added to the generated document.
+    """
+    create_operation = app.openapi_schema.paths["/heroes"].post  # type: ignore[index]
+    created = (
+        create_operation.responses["201"]
+        if create_operation and create_operation.responses
+        else None
+    )
+    if not isinstance(created, OpenAPIResponse):
+        raise TypeError("createHero has no documented 201 response to link from")
+    created.links = dict(NEW_HERO_LINKS)
+
+
 class HeroController(Controller):
     """Create, read, update and delete heroes."""
 
@@ -126,7 +152,11 @@ class HeroController(Controller):
         summary="Create a hero",
         response_headers=[
             ResponseHeader(
-                name="Location", description="The new hero's URL.", documentation_only=True
+                name="Location",
+                value="/heroes/1",  # an example, from which the schema is derived: never sent
+                description="The new hero's URL.",
+                required=True,
+                documentation_only=True,
             ),
         ],
         responses=documented_errors(400, 413, 503),

@@ -1,0 +1,122 @@
+"""The OpenAPI document: valid 3.1, named operations, every error documented, no secret_name out."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from openapi_spec_validator import validate
+
+from service.app import create_app
+from service.settings import Settings
+
+OPERATIONS = {
+    ("/heroes", "post"): "createHero",
+    ("/heroes", "get"): "listHeroes",
+    ("/heroes/{hero_id}", "get"): "getHero",
+    ("/heroes/{hero_id}", "patch"): "updateHero",
+    ("/heroes/{hero_id}", "delete"): "deleteHero",
+}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    with TestClient[Litestar](create_app(Settings(database_url="sqlite:///:memory:"))) as client:
+        response = client.get("/schema/openapi.json")
+        assert response.status_code == 200
+        served: dict[str, Any] = response.json()
+        return served
+
+
+def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        operation["operationId"]: operation
+        for item in document["paths"].values()
+        for operation in item.values()
+    }
+
+
+def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.1")
+    validate(document)
+
+
+def test_document_names_the_service_and_its_version(document: dict[str, Any]) -> None:
+    assert document["info"]["title"] == "Hero service"
+    assert document["info"]["version"] == version("hero-service")
+    assert document["info"]["description"]
+
+
+def test_every_operation_has_its_operation_id_and_tag(document: dict[str, Any]) -> None:
+    found = {
+        (path, method): operation["operationId"]
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+
+    assert found == OPERATIONS
+    assert all(op["tags"] == ["heroes"] for op in operations(document).values())
+
+
+@pytest.mark.parametrize("operation_id", sorted(OPERATIONS.values()))
+def test_every_error_an_operation_answers_is_of_the_error_schema(
+    document: dict[str, Any], operation_id: str
+) -> None:
+    responses = operations(document)[operation_id]["responses"]
+    errors = {code: r for code, r in responses.items() if code.startswith(("4", "5"))}
+
+    assert {"400", "503"} <= set(errors)
+    for response in errors.values():
+        assert response["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+
+
+def test_secret_name_is_in_no_response_schema(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    response_refs = {
+        str(response.get("content", {}).get("application/json", {}).get("schema"))
+        for operation in operations(document).values()
+        for response in operation["responses"].values()
+    }
+
+    assert "secret_name" not in str(response_refs)
+    for name in ("HeroPublic", "Deleted", "Error", "ErrorDetail"):
+        assert "secret_name" not in str(schemas[name])
+    assert "secret_name" in schemas["HeroCreate"]["properties"]
+
+
+def test_bounds_are_exact_integers(document: dict[str, Any]) -> None:
+    hero_id = operations(document)["getHero"]["parameters"][0]["schema"]
+    age = document["components"]["schemas"]["HeroCreate"]["properties"]["age"]
+
+    assert (hero_id["minimum"], hero_id["maximum"]) == (1, 2**63 - 1)
+    assert (age["minimum"], age["maximum"]) == (0, 2**31 - 1)
+
+
+def test_created_hero_links_to_get_update_and_delete(document: dict[str, Any]) -> None:
+    links = operations(document)["createHero"]["responses"]["201"]["links"]
+
+    assert {link["operationId"] for link in links.values()} == {
+        "getHero",
+        "updateHero",
+        "deleteHero",
+    }
+    assert all(link["parameters"] == {"hero_id": "$response.body#/id"} for link in links.values())
+
+
+def test_every_body_schema_has_an_example(document: dict[str, Any]) -> None:
+    for name, schema in document["components"]["schemas"].items():
+        assert any("examples" in field for field in schema["properties"].values()), name
+
+
+@pytest.mark.parametrize("page", ["/schema/swagger", "/schema/redoc", "/schema/scalar"])
+def test_docs_pages_are_served(page: str) -> None:
+    with TestClient[Litestar](create_app(Settings(database_url="sqlite:///:memory:"))) as client:
+        response = client.get(page)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
