@@ -94,6 +94,46 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     return engine
 
 
+class CompiledStatement:
+    """A Core statement compiled once per dialect, run on the DBAPI cursor of the session.
+
+    SQLAlchemy's per-execution work costs several times the query itself on SQLite (about 60 µs
+    against 10 µs for a read by id). The statement is still written in Core and still runs in the
+    request's session, on its connection and inside its transaction; only that work is skipped.
+    Driver errors are raised as SQLAlchemy's exceptions, as ``Session.execute`` would.
+    """
+
+    __slots__ = ("_compiled", "statement")
+
+    def __init__(self, statement: sa.Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {}
+
+    def execute(self, session: Session, **params: Any) -> Any:
+        """Run the statement with ``params`` in ``session``; return the DBAPI cursor."""
+        connection = session.connection()
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        sql, defaults, positions = compiled
+        values = {**defaults, **params}
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql, values if positions is None else [values[p] for p in positions])
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor):
+                connection.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from exc
+        return cursor
+
+    def _compile(self, dialect: sa.Dialect) -> tuple[str, dict[str, Any], tuple[str, ...] | None]:
+        compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        positions = tuple(compiled.positiontup) if compiled.positional else None
+        self._compiled[dialect.name] = (compiled.string, dict(compiled.params), positions)
+        return self._compiled[dialect.name]
+
+
 def database_config(settings: Settings) -> SQLAlchemySyncConfig:
     """The SQLAlchemy plugin's config: a session per request, closed as the response starts."""
     config = SQLAlchemySyncConfig(

@@ -29,4 +29,4 @@ class Hero(Base):
     name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH), index=True)
     age: Mapped[int | None] = mapped_column(Integer, index=True)
     secret_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
-    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")

@@ -1,0 +1,113 @@
+"""ETags against lost updates: every hero answer carries its version; If-Match guards writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import Client, assert_error, create, new_hero
+
+
+def etag_of(client: Client, hero_id: int) -> str:
+    return client.get(f"/heroes/{hero_id}").headers["etag"]
+
+
+def test_create_get_and_patch_answer_with_the_current_etag(client: Client) -> None:
+    created = client.post("/heroes", json=new_hero())
+    hero_id = created.json()["id"]
+
+    patched = client.patch(f"/heroes/{hero_id}", json={"age": 7})
+
+    assert created.headers["etag"] == '"1"'
+    assert patched.headers["etag"] == '"2"'
+    assert etag_of(client, hero_id) == '"2"'
+
+
+def test_patch_that_changes_nothing_keeps_the_etag(client: Client) -> None:
+    hero = create(client)
+
+    assert client.patch(f"/heroes/{hero['id']}", json={}).headers["etag"] == '"1"'
+
+
+def test_patch_with_matching_if_match_succeeds(client: Client) -> None:
+    hero = create(client)
+
+    response = client.patch(
+        f"/heroes/{hero['id']}", json={"name": "Renamed"}, headers={"If-Match": '"1"'}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["name"] == "Renamed"
+
+
+@pytest.mark.parametrize("if_match", ['"2"', 'W/"1"', "garbage", '"1" "2"', ""])
+def test_patch_with_stale_or_unusable_if_match_is_412_and_changes_nothing(
+    client: Client, if_match: str
+) -> None:
+    hero = create(client)
+
+    response = client.patch(
+        f"/heroes/{hero['id']}", json={"age": 9}, headers={"If-Match": if_match}
+    )
+
+    assert_error(response, 412)
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+def test_second_writer_with_the_same_etag_loses(client: Client) -> None:
+    hero = create(client)
+    tag = etag_of(client, hero["id"])
+
+    first = client.patch(f"/heroes/{hero['id']}", json={"age": 1}, headers={"If-Match": tag})
+    second = client.patch(f"/heroes/{hero['id']}", json={"age": 2}, headers={"If-Match": tag})
+
+    assert first.status_code == 200
+    assert_error(second, 412)
+    assert client.get(f"/heroes/{hero['id']}").json()["age"] == 1
+
+
+@pytest.mark.parametrize("if_match", ['"1"', "*", '"7", "1"'])
+def test_delete_with_matching_if_match_deletes(client: Client, if_match: str) -> None:
+    hero = create(client)
+
+    response = client.delete(f"/heroes/{hero['id']}", headers={"If-Match": if_match})
+
+    assert response.json() == {"ok": True}
+    assert_error(client.get(f"/heroes/{hero['id']}"), 404)
+
+
+def test_delete_with_stale_if_match_is_412_and_keeps_the_hero(client: Client) -> None:
+    hero = create(client)
+    client.patch(f"/heroes/{hero['id']}", json={"age": 1})
+
+    assert_error(client.delete(f"/heroes/{hero['id']}", headers={"If-Match": '"1"'}), 412)
+    assert client.get(f"/heroes/{hero['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_if_match_on_unknown_hero_is_404(client: Client, method: str) -> None:
+    response = client.request(method, "/heroes/999", json={"age": 1}, headers={"If-Match": '"1"'})
+
+    assert_error(response, 404)
+
+
+@pytest.mark.parametrize("if_none_match", ['"1"', 'W/"1"', "*", '"5", "1"'])
+def test_get_with_matching_if_none_match_is_304_without_body(
+    client: Client, if_none_match: str
+) -> None:
+    hero = create(client)
+
+    response = client.get(f"/heroes/{hero['id']}", headers={"If-None-Match": if_none_match})
+
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response.headers["etag"] == '"1"'
+
+
+def test_get_with_stale_if_none_match_answers_the_hero(client: Client) -> None:
+    hero = create(client)
+    client.patch(f"/heroes/{hero['id']}", json={"age": 3})
+
+    response = client.get(f"/heroes/{hero['id']}", headers={"If-None-Match": '"1"'})
+
+    assert response.status_code == 200
+    assert response.json()["age"] == 3
