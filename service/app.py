@@ -6,15 +6,21 @@ from importlib.metadata import version
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Tag
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
 from service.db import database_config, prepare_schema, provide_transaction
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
 from service.heroes import HeroController, link_new_hero
-from service.settings import Settings
+from service.ops import HealthController, ServiceApp, logging_config
+from service.security import api_key_guard, document_api_key
+from service.settings import Settings, SettingsError, comma_list
 
 DESCRIPTION = """\
 The heroes of the SQL tutorial: create, list, read, update and delete them.
@@ -25,28 +31,77 @@ and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), w
 """
 
 
+UNLIMITED_PATHS = ["/health", "/metrics", "/schema"]
+"""Paths the rate limit leaves alone, so monitoring and docs keep working under a flood."""
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
-    return Litestar(
-        route_handlers=[HeroController],
+    handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
+    middleware: list[Middleware] = []
+    on_startup: list[LifespanHook] = [lambda: prepare_schema(database), link_new_hero]
+    guards: list[Guard] = []
+    if settings.api_key:
+        guards.append(api_key_guard(settings.api_key))
+        on_startup.append(document_api_key)
+    if settings.rate_limit_per_minute:
+        limit = RateLimitConfig(("minute", settings.rate_limit_per_minute), exclude=UNLIMITED_PATHS)
+        middleware.append(limit.middleware)
+    if settings.metrics:
+        metrics = prometheus(settings)
+        middleware.append(metrics.middleware)
+        handlers.append(PrometheusController)
+    app = ServiceApp(
+        route_handlers=handlers,
         plugins=[SQLAlchemyPlugin(config=database)],
-        on_startup=[lambda: prepare_schema(database), link_new_hero],
+        on_startup=on_startup,
         dependencies={"transaction": Provide(provide_transaction)},
+        guards=guards,
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=decode_body_strictly,
         request_max_body_size=settings.max_body_size,
+        cors_config=cors(settings),
+        logging_config=logging_config(settings),
         openapi_config=OpenAPIConfig(
             title="Hero service",
             version=version("hero-service"),
             description=DESCRIPTION,
-            tags=[Tag(name="heroes", description="The heroes of the SQL tutorial.")],
+            tags=[
+                Tag(name="heroes", description="The heroes of the SQL tutorial."),
+                Tag(name="health", description="Liveness and readiness checks."),
+            ],
             use_handler_docstrings=True,
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(), RedocRenderPlugin()],
         ),
     )
+    app.access_log = settings.access_log
+    app.served_hosts = tuple(host.lower() for host in comma_list(settings.allowed_hosts))
+    return app
+
+
+EXPOSED = ["ETag", "Location", "X-Request-ID", "Retry-After"]
+"""Response headers a browser client may read across origins."""
+
+
+def cors(settings: Settings) -> CORSConfig | None:
+    """Cross-origin access for the origins in ``CORS_ALLOW_ORIGINS``, if any."""
+    origins = comma_list(settings.cors_allow_origins)
+    return CORSConfig(allow_origins=origins, expose_headers=EXPOSED) if origins else None
+
+
+def prometheus(settings: Settings) -> PrometheusConfig:
+    """Request counts and latency histograms per route, for ``/metrics``."""
+    try:
+        import prometheus_client  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise SettingsError(
+            "METRICS: needs the prometheus-client package: pip install 'hero-service[metrics]'"
+        ) from exc
+    return PrometheusConfig(app_name="hero_service", prefix="hero_service", group_path=True)
 
 
 app = create_app()

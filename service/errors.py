@@ -28,10 +28,12 @@ _NUL_RULE = f"matching regex '{NO_NUL}'"
 
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid: `extra` names each wrong field and says what is wrong.",
+    401: "Writes need `Authorization: Bearer <API key>`: the service runs with an API_KEY.",
     404: "No hero has this id.",
     409: "The database refused the write (a constraint failed at commit); nothing was stored.",
     412: "The hero is no longer at the ETag sent in If-Match; GET it again and retry.",
     413: "The request body is larger than the service accepts.",
+    429: "Too many requests from this client: retry after `RateLimit-Reset` seconds.",
     503: "The database is busy or unavailable: retry after `Retry-After` seconds.",
 }
 

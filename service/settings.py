@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
+from dotenv import dotenv_values
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+def comma_list(value: str) -> list[str]:
+    """The non-empty items of a comma-separated setting."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class SettingsError(ValueError):
@@ -38,11 +44,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds to wait for PostgreSQL to accept a connection before the request gets 503."""
     db_statement_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
     """Longest a PostgreSQL statement may run (0: no limit); a hero query takes well under 1 ms."""
+    api_key: str = ""
+    """If set, POST, PATCH and DELETE need ``Authorization: Bearer <API_KEY>``; reads stay open."""
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Requests a client (by IP) may make per minute, health checks aside; 0 turns the limit off."""
+    allowed_hosts: str = "*"
+    """Comma-separated host names to answer (``*.example.com`` works); other hosts get 400."""
+    cors_allow_origins: str = ""
+    """Comma-separated origins browsers may call the API from (``*`` for any); empty: no CORS."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Level of the service's logs."""
+    access_log: bool = True
+    """Log one JSON line per request: method, path, status, duration, request id."""
+    metrics: bool = False
+    """Serve Prometheus metrics at ``/metrics`` (needs the ``metrics`` extra)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read settings from ``environ`` (default ``os.environ``); errors name the variable."""
-        environ = os.environ if environ is None else environ
+        """Read settings from ``environ``; errors name the variable.
+
+        Without ``environ``, the process environment is read, over a ``.env`` file in the
+        working directory if there is one.
+        """
+        if environ is None:
+            from_file = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+            environ = {**from_file, **os.environ}
         values = {
             name: environ[name.upper()] for name in cls.__struct_fields__ if name.upper() in environ
         }

@@ -13,12 +13,16 @@ from openapi_spec_validator import validate
 from service.app import create_app
 from service.settings import Settings
 
-OPERATIONS = {
+HERO_OPERATIONS = {
     ("/heroes", "post"): "createHero",
     ("/heroes", "get"): "listHeroes",
     ("/heroes/{hero_id}", "get"): "getHero",
     ("/heroes/{hero_id}", "patch"): "updateHero",
     ("/heroes/{hero_id}", "delete"): "deleteHero",
+}
+HEALTH_OPERATIONS = {
+    ("/health/live", "get"): "checkLive",
+    ("/health/ready", "get"): "checkReady",
 }
 
 
@@ -57,11 +61,14 @@ def test_every_operation_has_its_operation_id_and_tag(document: dict[str, Any]) 
         for method, operation in item.items()
     }
 
-    assert found == OPERATIONS
-    assert all(op["tags"] == ["heroes"] for op in operations(document).values())
+    assert found == {**HERO_OPERATIONS, **HEALTH_OPERATIONS}
+    for operation_id in HERO_OPERATIONS.values():
+        assert operations(document)[operation_id]["tags"] == ["heroes"]
+    for operation_id in HEALTH_OPERATIONS.values():
+        assert operations(document)[operation_id]["tags"] == ["health"]
 
 
-@pytest.mark.parametrize("operation_id", sorted(OPERATIONS.values()))
+@pytest.mark.parametrize("operation_id", sorted(HERO_OPERATIONS.values()))
 def test_every_error_an_operation_answers_is_of_the_error_schema(
     document: dict[str, Any], operation_id: str
 ) -> None:

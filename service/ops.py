@@ -1,0 +1,185 @@
+"""What operators see: health checks, request ids, the access log, metrics, response headers."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Annotated, cast
+
+import msgspec
+import sqlalchemy as sa
+from litestar import Controller, Litestar, Response, get
+from litestar.di import NamedDependency
+from litestar.enums import ScopeType
+from litestar.logging import LoggingConfig
+from litestar.response.base import ASGIResponse
+from sqlalchemy.orm import Session
+
+from service.errors import documented_errors
+from service.schemas import Error
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from litestar.types import (
+        HTTPScope,
+        LifeSpanReceive,
+        LifeSpanScope,
+        LifeSpanSend,
+        Message,
+        Receive,
+        Scope,
+        Send,
+    )
+
+access_logger = logging.getLogger("service.access")
+
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+"""Request ids a client may choose; anything else is replaced, so it cannot forge log lines."""
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+
+
+class Health(msgspec.Struct):
+    """The answer of a health check."""
+
+    status: Annotated[str, msgspec.Meta(examples=["ok"])]
+
+
+class HealthController(Controller):
+    """Liveness and readiness for load balancers and orchestrators."""
+
+    path = "/health"
+    tags = ["health"]
+
+    @get("/live", operation_id="checkLive", summary="Process is up", sync_to_thread=False)
+    def live(self) -> Health:
+        """Answers 200 while the process serves requests; it does not touch the database."""
+        return Health("ok")
+
+    @get(
+        "/ready",
+        operation_id="checkReady",
+        summary="Database is reachable",
+        responses=documented_errors(503),
+        sync_to_thread=False,
+    )
+    def ready(self, db_session: NamedDependency[Session]) -> Response[Health]:
+        """Answers 200 when the database answers a query, 503 otherwise."""
+        db_session.execute(sa.text("SELECT 1"))
+        return Response(Health("ready"))
+
+
+class ServiceApp(Litestar):
+    """Litestar, with what every answer carries, routed or not (404, 405 and 413 too).
+
+    Each request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
+    one), returned in ``X-Request-ID`` beside the security headers, and one JSON line in the
+    access log. A request for a host not in ``served_hosts`` gets 400 in the ``Error`` shape.
+    """
+
+    access_log: bool = True
+    served_hosts: tuple[str, ...] = ("*",)
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        """Serve one ASGI connection."""
+        if scope["type"] != ScopeType.HTTP:
+            await super().__call__(scope, receive, send)
+            return
+        http_send = cast("Send", send)
+        http_scope = cast("HTTPScope", scope)
+        started = time.perf_counter()
+        request_id = _request_id(http_scope)
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id),
+                    *SECURITY_HEADERS,
+                ]
+            await http_send(message)
+
+        try:
+            if host_allowed(http_scope, self.served_hosts):
+                await super().__call__(http_scope, receive, send_with_headers)
+            else:
+                await WRONG_HOST(http_scope, cast("Receive", receive), send_with_headers)
+        finally:
+            if self.access_log:
+                access_logger.info(
+                    msgspec.json.encode(
+                        {
+                            "method": http_scope["method"],
+                            "path": http_scope["path"],
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                            "request_id": request_id.decode(),
+                        }
+                    ).decode()
+                )
+
+
+WRONG_HOST = ASGIResponse(
+    body=msgspec.json.encode(
+        Error(400, "The Host header names a host this service does not serve.")
+    ),
+    status_code=400,
+    media_type="application/json",
+)
+
+
+def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
+    """Whether the request's Host is one of ``allowed`` (``*`` for any, ``*.example.com``)."""
+    if "*" in allowed:
+        return True
+    host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+    name = host.rsplit(":", 1)[0].lower() if not host.endswith("]") else host.lower()
+    return any(
+        name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
+        for pattern in allowed
+    )
+
+
+def _request_id(scope: HTTPScope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
+            return bytes(value)
+    return uuid.uuid4().hex.encode()
+
+
+def logging_config(settings: Settings) -> LoggingConfig:
+    """The service's logs at ``LOG_LEVEL``; the access log as bare JSON lines."""
+    return LoggingConfig(
+        log_exceptions="never",
+        formatters={
+            "standard": {"format": "%(levelname)s %(asctime)s %(name)s %(message)s"},
+            "json": {"format": "%(message)s"},
+        },
+        handlers={
+            "queue_listener": {
+                "class": "litestar.logging.standard.QueueListenerHandler",
+                "formatter": "standard",
+            },
+            "access": {
+                "class": "litestar.logging.standard.QueueListenerHandler",
+                "formatter": "json",
+            },
+        },
+        loggers={
+            "service": {
+                "level": settings.log_level,
+                "handlers": ["queue_listener"],
+                "propagate": False,
+            },
+            "service.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+        },
+    )

@@ -1,0 +1,160 @@
+"""Operations: health checks, request ids, security headers, the access log, settings at work."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.helpers import Client, assert_error, create, new_hero
+
+
+def test_live_answers_without_the_database(client: Client) -> None:
+    response = client.get("/health/live")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_answers_when_the_database_does(client: Client) -> None:
+    assert client.get("/health/ready").json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize("path", ["/heroes", "/heroes/1", "/nowhere", "/health/live"])
+def test_every_answer_has_a_request_id_and_nosniff(client: Client, path: str) -> None:
+    response = client.get(path)
+
+    assert len(response.headers["x-request-id"]) == 32
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_client_request_id_is_returned(client: Client) -> None:
+    response = client.get("/heroes", headers={"X-Request-ID": "trace-42.a_b:c"})
+
+    assert response.headers["x-request-id"] == "trace-42.a_b:c"
+
+
+@pytest.mark.parametrize("sent", ["has space", "x" * 129, "new\\nline", "<script>"])
+def test_unsafe_request_id_is_replaced(client: Client, sent: str) -> None:
+    response = client.get("/heroes", headers={"X-Request-ID": sent})
+
+    assert response.headers["x-request-id"] != sent
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_access_log_has_one_json_line_per_request(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        client.get("/heroes/12345", headers={"X-Request-ID": "abc"})
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "service.access"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.pop("duration_ms") >= 0
+    assert line == {"method": "GET", "path": "/heroes/12345", "status": 404, "request_id": "abc"}
+
+
+@pytest.fixture
+def locked_client(tmp_path: object) -> Iterator[Client]:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/h.db", api_key="k" * 32)
+    with TestClient[Litestar](create_app(settings)) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", f"Bearer {'k' * 31}", "k" * 32, f"Basic {'k' * 32}"]
+)
+def test_with_api_key_writes_without_it_are_401(
+    locked_client: Client, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+
+    response = locked_client.post("/heroes", json=new_hero(), headers=headers)
+
+    assert_error(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert locked_client.get("/heroes").json() == []
+
+
+def test_with_api_key_writes_with_it_succeed_and_reads_stay_open(locked_client: Client) -> None:
+    auth = {"Authorization": f"Bearer {'k' * 32}"}
+
+    hero = locked_client.post("/heroes", json=new_hero(), headers=auth).json()
+    patched = locked_client.patch(f"/heroes/{hero['id']}", json={"age": 1}, headers=auth)
+    read = locked_client.get(f"/heroes/{hero['id']}")
+    deleted = locked_client.delete(f"/heroes/{hero['id']}", headers=auth)
+
+    assert (patched.status_code, read.status_code, deleted.status_code) == (200, 200, 200)
+
+
+def test_with_api_key_the_document_declares_the_bearer_scheme(locked_client: Client) -> None:
+    document = locked_client.get("/schema/openapi.json").json()
+    create_op = document["paths"]["/heroes"]["post"]
+
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert create_op["security"] == [{"apiKey": []}]
+    assert "401" in create_op["responses"]
+    assert "security" not in document["paths"]["/heroes"]["get"]
+
+
+def test_without_api_key_the_document_declares_no_security(client: Client) -> None:
+    document = client.get("/schema/openapi.json").json()
+
+    assert "securitySchemes" not in document.get("components", {})
+
+
+def test_rate_limit_answers_429_past_the_limit_but_spares_health(tmp_path: object) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/h.db", rate_limit_per_minute=3)
+    with TestClient[Litestar](create_app(settings)) as client:
+        statuses = [client.get("/heroes").status_code for _ in range(4)]
+        health = client.get("/health/live")
+        limited = client.get("/heroes")
+
+    assert statuses == [200, 200, 200, 429]
+    assert health.status_code == 200
+    assert_error(limited, 429)
+
+
+def test_unknown_host_is_400(tmp_path: object) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/h.db", allowed_hosts="heroes.example")
+    with TestClient[Litestar](create_app(settings), base_url="http://heroes.example") as client:
+        allowed = client.get("/heroes")
+        refused = client.get("/heroes", headers={"Host": "evil.example"})
+
+    assert allowed.status_code == 200
+    assert_error(refused, 400)
+
+
+def test_cors_allows_the_configured_origin_only(tmp_path: object) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/h.db", cors_allow_origins="https://app.example"
+    )
+    with TestClient[Litestar](create_app(settings)) as client:
+        create(client)
+        allowed = client.get("/heroes/1", headers={"Origin": "https://app.example"})
+        other = client.get("/heroes/1", headers={"Origin": "https://evil.example"})
+
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "etag" in allowed.headers["access-control-expose-headers"].lower()
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_metrics_are_served_when_enabled(tmp_path: object) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/h.db", metrics=True)
+    with TestClient[Litestar](create_app(settings)) as client:
+        client.get("/heroes")
+        body = client.get("/metrics").text
+
+    assert "hero_service_requests_total" in body
+    assert "hero_service_request_duration_seconds_bucket" in body
+
+
+def test_metrics_are_absent_by_default(client: Client) -> None:
+    assert_error(client.get("/metrics"), 404)
