@@ -160,7 +160,13 @@ def prepare_schema(config: SQLAlchemySyncConfig) -> None:
     """
     engine = config.get_engine()
     if is_sqlite(engine.url):
-        AlembicCommands(sqlalchemy_config=config).upgrade("head")
+        # Workers starting together take the write lock first, so they migrate one at a time.
+        with engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            commands = AlembicCommands(sqlalchemy_config=config)
+            commands.config.attributes["connection"] = connection
+            commands.upgrade("head")
+            connection.commit()
         return
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     with engine.connect() as connection:

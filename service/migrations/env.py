@@ -35,6 +35,8 @@ if context.is_offline_mode():
     context.configure(url=config.db_url, target_metadata=Base.metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
+elif (given := config.attributes.get("connection")) is not None:
+    run_migrations(given)
 else:
     # The app's own engine: not disposed here, since an in-memory SQLite database lives in it.
     with config.engine.connect() as connection:  # type: ignore[union-attr]

@@ -1,0 +1,233 @@
+"""The real server in a subprocess, and a load of many concurrent clients to drive it.
+
+Used by tests/test_live_server.py (short runs) and by ``just load`` (full runs)::
+
+    python -m tests.live --clients 256 --seconds 30 --workers 2 --database-url sqlite:///load.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import httpx
+
+REQUEST_TIMEOUT = 30.0
+"""A request that takes longer than this counts as a timeout, a failure of the run."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """``python -m service`` running in a subprocess on a free local port."""
+
+    def __init__(self, database_url: str, *, workers: int = 1, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "service", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            env={**os.environ, "DATABASE_URL": database_url, "ACCESS_LOG": "false", **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.wait_until_ready()
+
+    def wait_until_ready(self, timeout: float = 30.0) -> None:
+        """Block until ``/health/ready`` answers 200; fail with the server's output if it dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                _, err = self.process.communicate()
+                raise RuntimeError(f"server exited with {self.process.returncode}: {err.decode()}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not become ready in time")
+
+    def kill(self) -> None:
+        """SIGKILL the server and all its workers: a crash, no shutdown code runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Shut the server down gracefully (SIGTERM), or kill it if it does not stop."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+@contextmanager
+def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[Server]:
+    """A server for the duration of the ``with`` block."""
+    server = Server(database_url, workers=workers, **env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class LoadReport:
+    """What the clients saw, and what they were told was stored."""
+
+    requests: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    timeouts: int = 0
+    connection_errors: int = 0
+    errors: list[str] = field(default_factory=list)
+    """What went wrong, for the failure message."""
+    expected: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Every hero acknowledged as created and not acknowledged as deleted, as last acknowledged."""
+
+    @property
+    def server_errors(self) -> int:
+        """Answers with a 5xx status."""
+        return sum(n for status, n in self.statuses.items() if status >= 500)
+
+    def summary(self) -> str:
+        """One line for humans."""
+        return (
+            f"requests={self.requests} statuses={dict(sorted(self.statuses.items()))} "
+            f"5xx={self.server_errors} timeouts={self.timeouts} "
+            f"connection_errors={self.connection_errors} heroes_expected={len(self.expected)}"
+            + (f" first errors: {self.errors[:5]}" if self.errors else "")
+        )
+
+
+async def _client(
+    http: aiohttp.ClientSession, report: LoadReport, deadline: float, seed: int
+) -> None:
+    rng = random.Random(seed)
+    mine: list[int] = []
+    while time.monotonic() < deadline:
+        action = rng.choice(["create", "create", "read", "list", "patch", "delete"])
+        try:
+            status = await _act(http, report, rng, mine, action)
+        except TimeoutError as exc:
+            report.timeouts += 1
+            report.errors.append(f"{action}: {exc!r}")
+        except aiohttp.ClientError as exc:
+            report.connection_errors += 1
+            report.errors.append(f"{action}: {exc!r}")
+        else:
+            report.requests += 1
+            report.statuses[status] = report.statuses.get(status, 0) + 1
+
+
+async def _act(
+    http: aiohttp.ClientSession,
+    report: LoadReport,
+    rng: random.Random,
+    mine: list[int],
+    action: str,
+) -> int:
+    if action == "create" or not mine:
+        body = {"name": f"Load {rng.randrange(10**9)}", "secret_name": "load", "age": 7}
+        async with http.post("/heroes", json=body) as response:
+            if response.status == 201:
+                hero = await response.json()
+                mine.append(hero["id"])
+                report.expected[hero["id"]] = hero
+            return response.status
+    if action == "read":
+        async with http.get(f"/heroes/{rng.choice(mine)}") as response:
+            await response.read()
+            return response.status
+    if action == "list":
+        params = {"limit": 20, "offset": rng.randrange(100)}
+        async with http.get("/heroes", params=params) as response:
+            await response.read()
+            return response.status
+    if action == "patch":
+        hero_id = rng.choice(mine)
+        async with http.patch(f"/heroes/{hero_id}", json={"age": rng.randrange(99)}) as response:
+            if response.status == 200:
+                report.expected[hero_id] = await response.json()
+            return response.status
+    hero_id = mine.pop(rng.randrange(len(mine)))
+    async with http.delete(f"/heroes/{hero_id}") as response:
+        await response.read()
+        if response.status == 200:
+            del report.expected[hero_id]
+        return response.status
+
+
+async def run_load(base_url: str, *, clients: int, seconds: float) -> LoadReport:
+    """Drive the server with ``clients`` concurrent clients mixing every operation."""
+    report = LoadReport()
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as http:
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(_client(http, report, deadline, seed) for seed in range(clients)))
+    return report
+
+
+def stored_heroes(base_url: str) -> dict[int, dict[str, Any]]:
+    """Every hero the server holds, read page by page through the API."""
+    heroes: dict[int, dict[str, Any]] = {}
+    with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
+        while page := http.get("/heroes", params={"offset": len(heroes), "limit": 100}).json():
+            heroes.update((hero["id"], hero) for hero in page)
+    return heroes
+
+
+def main() -> None:
+    """Run a load against a fresh server and check that nothing was lost or failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--clients", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    with running_server(args.database_url, workers=args.workers) as server:
+        before = stored_heroes(server.url)
+        report = asyncio.run(run_load(server.url, clients=args.clients, seconds=args.seconds))
+        stored = stored_heroes(server.url)
+        started = time.perf_counter()
+        httpx.get(f"{server.url}/health/ready", timeout=5).raise_for_status()
+        after_ms = (time.perf_counter() - started) * 1000
+    new = {hero_id: hero for hero_id, hero in stored.items() if hero_id not in before}
+    lost = len(report.expected.keys() - new.keys())
+    unexpected = len(new.keys() - report.expected.keys())
+    wrong = sum(1 for i, hero in report.expected.items() if new.get(i, hero) != hero)
+    print(
+        f"clients={args.clients} workers={args.workers} seconds={args.seconds} "
+        f"database={args.database_url.split(':')[0]} {report.summary()} "
+        f"lost={lost} unexpected={unexpected} wrong={wrong} ready_after_ms={after_ms:.1f}"
+    )
+    failures = report.server_errors + report.timeouts + report.connection_errors
+    sys.exit(1 if failures or lost or unexpected or wrong else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The real server in a subprocess: concurrent load on one and two workers, and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.live import Server, run_load, running_server, stored_heroes
+
+LOAD_CLIENTS = 256
+LOAD_SECONDS = 4.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_load_from_256_clients_loses_nothing_and_never_fails(
+    database_url: str, workers: int
+) -> None:
+    with running_server(database_url, workers=workers) as server:
+        report = asyncio.run(run_load(server.url, clients=LOAD_CLIENTS, seconds=LOAD_SECONDS))
+        stored = stored_heroes(server.url)
+        still_answers = httpx.get(f"{server.url}/health/ready", timeout=2)
+
+    assert report.requests > LOAD_CLIENTS, report.summary()
+    assert report.server_errors == 0, report.summary()
+    assert (report.timeouts, report.connection_errors) == (0, 0), report.summary()
+    assert stored == report.expected
+    assert still_answers.status_code == 200
+
+
+def test_kill_9_during_a_write_storm_loses_no_acknowledged_hero(database_url: str) -> None:
+    server = Server(database_url)
+    acknowledged: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        with httpx.Client(base_url=server.url, timeout=5) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = {"name": f"Storm {threading.get_ident()} {n}", "secret_name": "s", "age": n}
+                try:
+                    response = http.post("/heroes", json=body)
+                except httpx.TransportError:
+                    return
+                if response.status_code == 201:
+                    acknowledged.append(response.json())
+
+    writers = [threading.Thread(target=write) for _ in range(8)]
+    for writer in writers:
+        writer.start()
+    while len(acknowledged) < 200:
+        stop.wait(0.05)
+    server.kill()
+    stop.set()
+    for writer in writers:
+        writer.join()
+
+    with running_server(database_url) as restarted:
+        stored = stored_heroes(restarted.url)
+
+    assert len(acknowledged) >= 200
+    missing = [hero for hero in acknowledged if stored.get(hero["id"]) != hero]
+    assert missing == []
+
+
+def test_server_does_not_announce_itself(tmp_path: object) -> None:
+    with running_server(f"sqlite:///{tmp_path}/h.db") as server:
+        response = httpx.get(f"{server.url}/heroes")
+
+    assert "server" not in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"
