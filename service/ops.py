@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, cast
 
 import msgspec
@@ -15,6 +16,7 @@ from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
 from litestar.response.base import ASGIResponse
+from litestar.routes import HTTPRoute
 from sqlalchemy.orm import Session
 
 from service.errors import documented_errors
@@ -22,6 +24,8 @@ from service.schemas import Error
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from litestar.types import (
         HTTPScope,
         LifeSpanReceive,
@@ -76,6 +80,8 @@ class ServiceApp(Litestar):
     Each request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
     one), returned in ``X-Request-ID`` beside the security headers, and one JSON line in the
     access log. A request for a host not in ``served_hosts`` gets 400 in the ``Error`` shape.
+    An answer to ``OPTIONS`` lists every method of its path in ``Allow``: Litestar 2.25 lists
+    only those of the first handler registered on the path (``OPTIONS, POST`` on /heroes).
     """
 
     access_log: bool = True
@@ -101,8 +107,11 @@ class ServiceApp(Litestar):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = message.get("headers", ())
+                if http_scope["method"] == "OPTIONS" and "path_template" in http_scope:
+                    headers = self._allow_every_method(headers, http_scope["path_template"])
                 message["headers"] = [
-                    *message.get("headers", ()),
+                    *headers,
                     (b"x-request-id", request_id),
                     *SECURITY_HEADERS,
                 ]
@@ -126,6 +135,22 @@ class ServiceApp(Litestar):
                         }
                     ).decode()
                 )
+
+    @cached_property
+    def _methods_by_path(self) -> dict[str, bytes]:
+        return {
+            route.path_format: ", ".join(sorted(route.methods)).encode()
+            for route in self.routes
+            if isinstance(route, HTTPRoute)
+        }
+
+    def _allow_every_method(
+        self, headers: Iterable[tuple[bytes, bytes]], path_template: str
+    ) -> list[tuple[bytes, bytes]]:
+        methods = self._methods_by_path.get(path_template)
+        return [
+            (name, methods if name == b"allow" and methods else value) for name, value in headers
+        ]
 
 
 WRONG_HOST = ASGIResponse(

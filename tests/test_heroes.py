@@ -193,4 +193,23 @@ def test_unknown_path_is_404_of_the_error_shape(client: Client) -> None:
 
 
 def test_unsupported_method_is_405_of_the_error_shape(client: Client) -> None:
-    assert_error(client.put("/heroes/1", json=new_hero()), 405)
+    response = client.put("/heroes/1", json=new_hero())
+
+    assert_error(response, 405)
+    assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH", "DELETE", "OPTIONS"}
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/heroes", "GET, OPTIONS, POST"),
+        ("/heroes/", "GET, OPTIONS, POST"),
+        ("/heroes/1", "DELETE, GET, OPTIONS, PATCH"),
+        ("/heroes/1/", "DELETE, GET, OPTIONS, PATCH"),
+    ],
+)
+def test_options_lists_every_method_of_the_path(client: Client, path: str, methods: str) -> None:
+    response = client.options(path)
+
+    assert response.status_code == 204
+    assert response.headers["allow"] == methods
