@@ -119,7 +119,11 @@ async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
     if not body.strip():
         raise _invalid_body(request, "The request body is empty; expected a JSON object.")
     try:
-        ScopeState.from_scope(request.scope).json = _decoder(data_field.annotation).decode(body)
+        try:
+            data = _decoder(data_field.annotation).decode(body)
+        except msgspec.ValidationError:
+            data = _with_whole_numbers_as_ints(body, data_field.annotation)
+        ScopeState.from_scope(request.scope).json = data
     except msgspec.ValidationError as exc:
         match = _MSGSPEC_PATH.match(str(exc))
         message, key = (match["message"], match["key"]) if match else (str(exc), None)
@@ -128,6 +132,22 @@ async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
         raise _invalid_body(request, message, key or None) from None
     except msgspec.DecodeError as exc:
         raise ClientException(f"The request body is not valid JSON: {exc}") from None
+
+
+def _with_whole_numbers_as_ints(body: bytes, body_type: Any) -> Any:
+    """Decode ``body`` again, reading a whole number written with a fraction (``30.0``) as int.
+
+    JSON has one number type, and JSON Schema counts ``30.0`` as an integer, so the OpenAPI
+    document promises it is a valid age; ``30.5``, ``"30"`` and ``true`` still are not. Only a
+    body that strict decoding refused comes here. Raises ``msgspec.ValidationError``.
+    """
+    fields = msgspec.json.decode(body)
+    if isinstance(fields, dict):
+        fields = {
+            key: int(value) if isinstance(value, float) and value.is_integer() else value
+            for key, value in fields.items()
+        }
+    return msgspec.convert(fields, body_type, strict=True)
 
 
 def _invalid_body(
