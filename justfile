@@ -19,6 +19,10 @@ migrate:
 test *args:
     python -m pytest {{args}}
 
+# Write the OpenAPI document the service serves to openapi.json, for SDK generators
+openapi:
+    python -m service.openapi openapi.json
+
 # Lint and type-check
 lint:
     ruff check .

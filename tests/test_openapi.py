@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,10 @@ from litestar.testing import TestClient
 from openapi_spec_validator import validate
 
 from service.app import create_app
+from service.openapi import render
 from service.settings import Settings
+
+COMMITTED_DOCUMENT = Path(__file__).parents[1] / "openapi.json"
 
 HERO_OPERATIONS = {
     ("/heroes", "post"): "createHero",
@@ -46,6 +50,14 @@ def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     assert document["openapi"].startswith("3.1")
     validate(document)
+
+
+def test_committed_openapi_json_is_the_served_document(document: dict[str, Any]) -> None:
+    committed = COMMITTED_DOCUMENT.read_text(encoding="utf-8")
+
+    assert committed == render(document), (
+        "openapi.json differs from the document the app serves: run `just openapi` and commit it"
+    )
 
 
 def test_document_names_the_service_and_its_version(document: dict[str, Any]) -> None:
