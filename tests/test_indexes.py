@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from service.db import CompiledStatement, create_engine
 from service.heroes import SELECT_HERO, list_statement
@@ -83,7 +84,8 @@ def engine(client: Client, settings: Settings) -> Iterator[sa.Engine]:
 
 def plan(engine: sa.Engine, query: CompiledStatement, params: dict[str, Any]) -> list[str]:
     """The database's plan for ``query`` as the service compiles it, one line per step."""
-    compiled = cast(sa.ClauseElement, query.statement).compile(dialect=engine.dialect)
+    statement = cast(sa.ClauseElement, query.statement)
+    compiled = cast(SQLCompiler, statement.compile(dialect=engine.dialect))
     values = {**compiled.params, **params}
     arguments: Any = (
         tuple(values[name] for name in compiled.positiontup or ())
