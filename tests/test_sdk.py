@@ -2,11 +2,14 @@
 
 Python: openapi-python-client generates ``hero_service_client`` without a warning, and
 tests/sdk_scenario.py drives a live server through it and type-checks against it.
+TypeScript: openapi-typescript generates types, and tests/sdk_types.ts, which uses them, compiles
+under ``tsc --strict``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +18,18 @@ from typing import NamedTuple
 import pytest
 
 from service.openapi import render, served_document
+from tests.conftest import IN_CI
 from tests.live import running_server
 
 REPO = Path(__file__).parents[1]
 SCENARIO = REPO / "tests" / "sdk_scenario.py"
+TYPES_USAGE = REPO / "tests" / "sdk_types.ts"
+NODE_PACKAGES = REPO / ".cache" / "node"
+"""Where the npm tools are installed once and kept (gitignored)."""
+NPM_TOOLS = ["openapi-typescript@^7", "typescript@^5"]
+"""openapi-typescript 7 requires TypeScript 5 (a peer dependency); TypeScript 7 does not fit."""
+TSC_OPTIONS = ["--noEmit", "--strict", "--target", "es2022", "--lib", "es2022,dom"]
+TSC_MODULES = ["--module", "es2022", "--moduleResolution", "bundler"]
 
 
 class Generated(NamedTuple):
@@ -90,3 +101,42 @@ def test_python_client_types_check_the_scenario_under_strict_mypy(
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def node_tools() -> Path:
+    """The folder of the openapi-typescript and tsc commands, installed with npm once."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        reason = f"{' and '.join(missing)} not found: the TypeScript check needs Node.js and npm"
+        if IN_CI:
+            pytest.fail(f"CI must run the TypeScript check too. {reason}")
+        pytest.skip(reason)
+    tools = NODE_PACKAGES / "node_modules" / ".bin"
+    if not all((tools / tool).exists() for tool in ("openapi-typescript", "tsc")):
+        NODE_PACKAGES.mkdir(parents=True, exist_ok=True)
+        npm: list[str | Path] = [
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            NODE_PACKAGES,
+        ]
+        installed = run([*npm, *NPM_TOOLS])
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+    return tools
+
+
+def test_typescript_types_compile_under_strict_tsc(
+    node_tools: Path, document: Path, tmp_path: Path
+) -> None:
+    generated = run([node_tools / "openapi-typescript", document, "-o", tmp_path / "api.d.ts"])
+    generator_output = generated.stdout + generated.stderr
+    assert generated.returncode == 0, generator_output
+    assert "warn" not in generator_output.lower(), generator_output
+    usage = shutil.copy(TYPES_USAGE, tmp_path / "usage.ts")
+
+    compiled = run([node_tools / "tsc", *TSC_OPTIONS, *TSC_MODULES, usage])
+
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
