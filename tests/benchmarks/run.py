@@ -1,0 +1,873 @@
+"""Load benchmarks: the service against the FastAPI tutorial app and a framework-free ceiling.
+
+Each app runs in its own uvicorn process (one worker, uvloop, httptools, no access log) pinned
+to CPU 1, on a fresh SQLite file in a temporary directory, seeded with the same heroes. wrk,
+pinned to CPU 0, then drives each scenario against each app in turn, after a warm-up:
+
+- ``get-one``: ``GET /heroes/{id}`` for random ids of the seeded heroes;
+- ``list-20``: ``GET /heroes/?offset=0&limit=20``;
+- ``create``: ``POST /heroes/`` with a JSON body;
+- ``by-name``: ``GET /heroes/?name=...&limit=20`` for random seeded names (ours only: the
+  tutorial app and the ceiling have no filters).
+
+The report (a markdown table of requests per second and latency, the service's fraction of the
+ceiling, and every error wrk saw) is printed and written to ``results/latest.md`` (not
+committed) and ``RESULTS.md`` (committed, with the machine and versions it was measured on;
+``RESULTS-<rows>-rows.md`` for a run with ``--rows`` other than 1,000).
+The run fails if the service answered any request with an error.
+
+``--memory-seconds N`` adds a resident-memory check: N seconds of mixed load on the service
+while its RSS is sampled.
+
+Run it from the repository root: ``just bench`` or ``python -m tests.benchmarks.run --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+LATEST = HERE / "results" / "latest.md"
+
+
+def committed_report(rows: int) -> Path:
+    """The report kept in the repository for a run on ``rows`` heroes."""
+    return HERE / ("RESULTS.md" if rows == SEED_THROUGH_API_MAX else f"RESULTS-{rows}-rows.md")
+
+
+SEED_THROUGH_API_MAX = 1000
+"""Up to this many rows are seeded through ``POST /heroes/``; more are bulk-inserted."""
+SERVER_CPU, WRK_CPU = 1, 0
+HOST = "127.0.0.1"
+READY_TIMEOUT = 60.0
+ANSWER_TIMEOUT = 5.0
+"""An app that takes longer than this to answer one request after a load run counts as hung."""
+MEMORY_SAMPLE_EVERY = 2.0
+PACKAGES = (
+    "litestar",
+    "advanced-alchemy",
+    "sqlalchemy",
+    "msgspec",
+    "fastapi",
+    "sqlmodel",
+    "pydantic",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+)
+"""Packages whose versions the report names."""
+
+INSTALL_WRK = "apt-get update && apt-get install -y wrk  (or run `just bench`, which does it)"
+
+
+@dataclass(frozen=True)
+class App:
+    """An app under load: what uvicorn serves and how it is configured."""
+
+    key: str
+    label: str
+    target: str
+    url_variable: str
+    """The environment variable that names its SQLite file."""
+    table: str
+    """The table its heroes are stored in, for bulk seeding."""
+    create_status: int
+
+
+APPS = {
+    "ours": App("ours", "ours", "service.app:app", "DATABASE_URL", "heroes", 201),
+    "fastapi": App(
+        "fastapi", "FastAPI", "tests.benchmarks.fastapi_app:app", "BENCH_DATABASE_URL", "hero", 200
+    ),
+    "ceiling": App(
+        "ceiling",
+        "ceiling",
+        "tests.benchmarks.ceiling_app:app",
+        "BENCH_DATABASE_URL",
+        "heroes",
+        201,
+    ),
+}
+
+CREATE_BODY = '{"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30}'
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A request pattern: a URL path and, when the requests vary, a wrk Lua script."""
+
+    name: str
+    path: str
+    script: str | None = None
+    """Lua source; ``{rows}`` is replaced with the number of seeded heroes."""
+    apps: tuple[str, ...] = ("ours", "fastapi", "ceiling")
+    """The apps that serve it."""
+
+
+SCENARIOS = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            "get-one",
+            "/",
+            # A fixed seed: every app gets the same sequence of ids.
+            """
+            local rows = {rows}
+            math.randomseed(42)
+            request = function()
+              return wrk.format("GET", "/heroes/" .. math.random(rows))
+            end
+            """,
+        ),
+        Scenario("list-20", "/heroes/?offset=0&limit=20"),
+        Scenario(
+            "create",
+            "/heroes/",
+            f"""
+            wrk.method = "POST"
+            wrk.body = '{CREATE_BODY}'
+            wrk.headers["Content-Type"] = "application/json"
+            """,
+        ),
+        Scenario(
+            "by-name",
+            "/",
+            """
+            local rows = {rows}
+            math.randomseed(42)
+            request = function()
+              return wrk.format("GET", "/heroes/?limit=20&name=Hero%20" .. math.random(rows))
+            end
+            """,
+            apps=("ours",),
+        ),
+    )
+}
+
+MIXED_LOAD = "60% get one, 20% list 20 at a random offset, 10% create, 10% patch"
+MIXED_SCRIPT = f"""
+local rows = {{rows}}
+local last_offset = {{last_offset}}
+local json = {{{{["Content-Type"] = "application/json"}}}}
+local counter = 0
+math.randomseed(42)
+request = function()
+  counter = counter + 1
+  local pick = counter % 10
+  if pick < 6 then
+    return wrk.format("GET", "/heroes/" .. math.random(rows))
+  elseif pick < 8 then
+    return wrk.format("GET", "/heroes/?offset=" .. math.random(0, last_offset) .. "&limit=20")
+  elseif pick < 9 then
+    return wrk.format("POST", "/heroes/", json, '{CREATE_BODY}')
+  else
+    local age = math.random(1, 99)
+    return wrk.format("PATCH", "/heroes/" .. math.random(rows), json, '{{"age": ' .. age .. '}}')
+  end
+end
+"""
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark cannot go on: a tool is missing, an app failed to start or to answer."""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What wrk measured in one run."""
+
+    requests: int
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: dict[str, int]
+    hung: bool = False
+    """The app no longer answered after the run (it was restarted for the next one)."""
+    hung_in_warmup: bool = False
+    """The app no longer answered after the warm-up (it was restarted for this run)."""
+
+    @property
+    def errors(self) -> int:
+        """Responses that were not 2xx or 3xx, plus socket errors, plus one per hang."""
+        return self.non_2xx + sum(self.socket_errors.values()) + self.hung + self.hung_in_warmup
+
+    def describe_errors(self) -> str:
+        """The errors in wrk's own words."""
+        sockets = ", ".join(f"{kind} {count}" for kind, count in self.socket_errors.items())
+        hung = (
+            f"; HUNG: no answer within {ANSWER_TIMEOUT:g} s after the run, restarted"
+            if self.hung
+            else ""
+        )
+        if self.hung_in_warmup:
+            hung += f"; HUNG in the warm-up (no answer within {ANSWER_TIMEOUT:g} s), restarted"
+        return f"Non-2xx or 3xx responses: {self.non_2xx}; socket errors: {sockets}{hung}"
+
+
+TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Read requests/sec, the 50% and 99% latencies and the error counts from wrk's output."""
+
+    def number(pattern: str) -> re.Match[str]:
+        found = re.search(pattern, output, re.MULTILINE)
+        if found is None:
+            raise BenchmarkError(f"wrk's output has no match for {pattern!r}:\n{output}")
+        return found
+
+    def latency_ms(percent: int) -> float:
+        found = number(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$")
+        return float(found[1]) * TIME_UNITS_MS[found[2]]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return WrkResult(
+        requests=int(number(r"(\d+) requests in")[1]),
+        requests_per_second=float(number(r"Requests/sec:\s+([\d.]+)")[1]),
+        p50_ms=latency_ms(50),
+        p99_ms=latency_ms(99),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=dict(
+            zip(
+                ("connect", "read", "write", "timeout"),
+                (int(n) for n in sockets.groups()) if sockets else (0, 0, 0, 0),
+                strict=True,
+            )
+        ),
+    )
+
+
+def pinned(cpu: int | None, command: Sequence[str]) -> list[str]:
+    """``command`` run on ``cpu`` only, or anywhere when ``cpu`` is None."""
+    return [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *command]
+
+
+def free_port() -> int:
+    """A localhost port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Server:
+    """One app in its own uvicorn process, on its own SQLite file and port."""
+
+    def __init__(self, app: App, workdir: Path, cpu: int | None) -> None:
+        self.app = app
+        self.database = workdir / f"{app.key}.db"
+        self.log = workdir / f"{app.key}.log"
+        self.port = free_port()
+        self.cpu = cpu
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Where the app answers."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The uvicorn process id (``taskset`` replaces itself with it)."""
+        if self.process is None:
+            raise BenchmarkError(f"{self.app.label} is not running")
+        return self.process.pid
+
+    def start(self) -> None:
+        """Start uvicorn and wait until the app answers."""
+        command = pinned(
+            self.cpu,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                self.app.target,
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+        )
+        # No access log for any app: uvicorn's is off, and so is the service's own.
+        env = {
+            **os.environ,
+            self.app.url_variable: f"sqlite:///{self.database}",
+            "ACCESS_LOG": "false",
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._wait_until_ready()
+
+    def stop(self) -> None:
+        """Shut uvicorn down, gracefully if it lets us."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def check_alive(self) -> None:
+        """Raise if the process has exited."""
+        if self.process is None or self.process.poll() is not None:
+            raise BenchmarkError(f"{self.app.label} exited.\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the server's output."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"--- {self.app.label} server output ({self.log}) ---\n{tail or '(empty)'}"
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(OSError):
+                if self.request("GET", "/heroes/?offset=0&limit=1")[0] == 200:
+                    return
+            time.sleep(0.1)
+        raise BenchmarkError(f"{self.app.label} did not answer in {READY_TIMEOUT:.0f} s.")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        connection: http.client.HTTPConnection | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, Any]:
+        """Send one request; return the status and the decoded JSON body (None if empty)."""
+        client = connection or http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            payload = None if body is None else json.dumps(body)
+            headers = {} if body is None else {"Content-Type": "application/json"}
+            client.request(method, path, payload, headers)
+            response = client.getresponse()
+            data = response.read()
+            return response.status, json.loads(data) if data else None
+        finally:
+            if connection is None:
+                client.close()
+
+    def answers(self) -> bool:
+        """Whether the app still answers a read promptly."""
+        try:
+            status, _ = self.request("GET", "/heroes/1", timeout=ANSWER_TIMEOUT)
+        except OSError:
+            return False
+        return status == 200
+
+    def rss_kib(self) -> int:
+        """The process's resident set size, from ``/proc/<pid>/status``."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if found is None:
+            raise BenchmarkError(f"No VmRSS in /proc/{self.pid}/status")
+        return int(found[1])
+
+
+def hero(number: int) -> dict[str, Any]:
+    """The ``number``-th seeded hero; every app gets the same ones."""
+    return {
+        "name": f"Hero {number}",
+        "secret_name": f"Secret identity {number}",
+        "age": None if number % 7 == 0 else 18 + number % 60,
+    }
+
+
+def seed_through_api(server: Server, rows: int) -> None:
+    """Create heroes 1..rows with ``POST /heroes/``, checking each answer."""
+    connection = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    try:
+        for number in range(1, rows + 1):
+            status, body = server.request("POST", "/heroes/", hero(number), connection)
+            if status != server.app.create_status or body.get("id") != number:
+                raise BenchmarkError(
+                    f"{server.app.label}: creating hero {number} answered {status} {body}"
+                )
+    finally:
+        connection.close()
+
+
+def seed_in_bulk(server: Server, rows: int) -> None:
+    """Insert heroes 1..rows straight into the app's table.
+
+    The app is started once so that it creates its table as it always does, then stopped for
+    the insert and started again.
+    """
+    server.start()
+    server.stop()
+    with contextlib.closing(sqlite3.connect(server.database)) as connection, connection:
+        batch = 100_000
+        for first in range(1, rows + 1, batch):
+            heroes = (hero(n) for n in range(first, min(first + batch, rows + 1)))
+            connection.executemany(
+                f"INSERT INTO {server.app.table} (name, age, secret_name) VALUES (?, ?, ?)",
+                ((h["name"], h["age"], h["secret_name"]) for h in heroes),
+            )
+        (count, top), *_ = connection.execute(f"SELECT count(*), max(id) FROM {server.app.table}")
+    if count != rows or top != rows:
+        raise BenchmarkError(f"{server.app.label}: bulk seeding left {count} rows, ids up to {top}")
+    server.start()
+
+
+def check_seeded(server: Server, rows: int) -> None:
+    """The first and last heroes read back as every app should show them."""
+    for number in sorted({1, rows}):
+        status, body = server.request("GET", f"/heroes/{number}")
+        expected = {"id": number, "name": f"Hero {number}", "age": hero(number)["age"]}
+        if status != 200 or body != expected:
+            raise BenchmarkError(
+                f"{server.app.label}: GET /heroes/{number} answered {status} {body}, "
+                f"expected 200 {expected}"
+            )
+
+
+@contextlib.contextmanager
+def running(app: App, workdir: Path, rows: int, cpu: int | None) -> Iterator[Server]:
+    """The app serving ``rows`` seeded heroes; stopped on exit."""
+    server = Server(app, workdir, cpu)
+    try:
+        if rows > SEED_THROUGH_API_MAX:
+            seed_in_bulk(server, rows)
+        else:
+            server.start()
+            seed_through_api(server, rows)
+        check_seeded(server, rows)
+        yield server
+    except BenchmarkError:
+        print(server.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        server.stop()
+
+
+class Wrk:
+    """Runs wrk with the run's settings, pinned to its own CPU."""
+
+    def __init__(self, workdir: Path, connections: int, rows: int, cpu: int | None) -> None:
+        self.workdir = workdir
+        self.connections = connections
+        self.rows = rows
+        self.cpu = cpu
+
+    def command(self, url: str, seconds: float, script: str | None, name: str) -> list[str]:
+        """The wrk command line for ``seconds`` of load on ``url``."""
+        options = ["-t1", f"-c{self.connections}", f"-d{seconds:g}s", "--latency"]
+        if script is not None:
+            path = self.workdir / f"{name}.lua"
+            path.write_text(script)
+            options += ["-s", str(path)]
+        return pinned(self.cpu, ["wrk", *options, url])
+
+    def run(self, server: Server, scenario: Scenario, seconds: float) -> WrkResult:
+        """Load ``server`` with ``scenario`` for ``seconds``.
+
+        An app that no longer answers afterwards is restarted, so that one hang does not spoil
+        the runs after it, and the result says it hung.
+        """
+        script = scenario.script.replace("{rows}", str(self.rows)) if scenario.script else None
+        command = self.command(server.base_url + scenario.path, seconds, script, scenario.name)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
+        if done.returncode != 0:
+            raise BenchmarkError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        server.check_alive()
+        result = parse_wrk(done.stdout)
+        if not server.answers():
+            progress(f"  {server.app.label} stopped answering: restarting it")
+            server.stop()
+            server.start()
+            result = replace(result, hung=True)
+        return result
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """The service's resident memory before and under mixed load."""
+
+    seconds: float
+    connections: int
+    before_kib: int
+    samples_kib: list[int]
+    load: WrkResult
+
+
+def check_memory(server: Server, wrk: Wrk, seconds: float) -> MemoryCheck:
+    """Sample the server's RSS every few seconds under ``seconds`` of mixed load."""
+    script = MIXED_SCRIPT.replace("{rows}", str(wrk.rows)).replace(
+        "{last_offset}", str(max(0, min(wrk.rows, 1000) - 20))
+    )
+    before = server.rss_kib()
+    command = wrk.command(server.base_url + "/", seconds, script, "mixed")
+    samples: list[int] = []
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as load:
+        started = time.monotonic()
+        while load.poll() is None:
+            next_sample = started + MEMORY_SAMPLE_EVERY * (len(samples) + 1)
+            time.sleep(max(0.0, next_sample - time.monotonic()))
+            if load.poll() is None:
+                samples.append(server.rss_kib())
+        output = load.stdout.read() if load.stdout else ""
+    if load.returncode != 0:
+        raise BenchmarkError(f"wrk failed ({load.returncode}):\n{output}")
+    server.check_alive()
+    return MemoryCheck(
+        seconds, wrk.connections, before, samples or [server.rss_kib()], parse_wrk(output)
+    )
+
+
+Results = dict[tuple[str, str], WrkResult]
+"""wrk's result per (scenario, app key)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything one benchmark run measured, with what it was run with."""
+
+    args: argparse.Namespace
+    started: datetime
+    pinning: bool
+    results: Results
+    memory: MemoryCheck | None
+
+
+def format_rps(result: WrkResult | None) -> str:
+    """Requests per second, rounded."""
+    if result is None:
+        return "-"
+    return f"{result.requests_per_second:,.0f}{' (hung)' if result.hung else ''}"
+
+
+def format_latency(result: WrkResult | None) -> str:
+    """The 50% and 99% latencies."""
+    return f"{result.p50_ms:.2f} / {result.p99_ms:.2f} ms" if result else "-"
+
+
+def format_mib(kib: int) -> str:
+    """KiB as MiB."""
+    return f"{kib / 1024:.1f} MiB"
+
+
+def results_table(run: Run) -> list[str]:
+    """The markdown table, one row per scenario."""
+    lines = [
+        "| scenario | ours rps | FastAPI rps | ratio | ours p50 / p99 | FastAPI p50 / p99 "
+        "| ceiling rps |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in run.args.scenarios:
+        ours, peer, ceiling = (run.results.get((name, key)) for key in APPS)
+        ratio = (
+            f"{ours.requests_per_second / peer.requests_per_second:.2f}x"
+            if ours and peer and peer.requests_per_second and not peer.hung
+            else "-"
+        )
+        lines.append(
+            f"| {name} | {format_rps(ours)} | {format_rps(peer)} | {ratio} "
+            f"| {format_latency(ours)} | {format_latency(peer)} | {format_rps(ceiling)} |"
+        )
+    ours, ceiling = (run.results.get(("get-one", key)) for key in ("ours", "ceiling"))
+    if ours and ceiling and ceiling.requests_per_second:
+        fraction = ours.requests_per_second / ceiling.requests_per_second
+        lines += [
+            "",
+            f"get-one: ours reaches **{fraction:.2f}** of the ceiling "
+            f"({format_rps(ours)} of {format_rps(ceiling)} rps).",
+        ]
+    return lines
+
+
+def errors_section(run: Run) -> list[str]:
+    """Every non-2xx response and socket error wrk counted, or a line saying there were none."""
+    lines = [
+        f"- {name}, {APPS[key].label}: {result.describe_errors()}"
+        for (name, key), result in run.results.items()
+        if result.errors
+    ]
+    if run.memory and run.memory.load.errors:
+        lines.append(f"- memory check, ours: {run.memory.load.describe_errors()}")
+    return (
+        ["Errors:", "", *lines]
+        if lines
+        else ["Errors: none (no non-2xx responses, no socket errors)."]
+    )
+
+
+def memory_section(memory: MemoryCheck) -> list[str]:
+    """First, last and largest RSS of the service under mixed load."""
+    samples = memory.samples_kib
+    return [
+        f"Resident memory of ours over {memory.seconds:g} s of mixed load ({MIXED_LOAD}; "
+        f"{memory.connections} connections, {memory.load.requests_per_second:,.0f} rps), "
+        f"sampled every {MEMORY_SAMPLE_EVERY:g} s:",
+        f"before load {format_mib(memory.before_kib)}, first {format_mib(samples[0])}, "
+        f"last {format_mib(samples[-1])}, max {format_mib(max(samples))} "
+        f"({len(samples)} samples).",
+    ]
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def package_versions() -> str:
+    """The installed versions of the packages that matter here."""
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return ", ".join(f"{name} {installed(name)}" for name in PACKAGES)
+
+
+def tool_version(command: Sequence[str]) -> str:
+    """The first line a tool prints about its version."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    return (done.stdout + done.stderr).strip().splitlines()[0] if done.stdout + done.stderr else "?"
+
+
+def service_revision() -> str:
+    """The git commit the service was measured at, marked when the tree had changes."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "service"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{head or 'unknown'}{' with uncommitted changes to service/' if dirty else ''}"
+
+
+def report(run: Run) -> str:
+    """The whole report, in markdown."""
+    args = run.args
+    command = " ".join(["python -m tests.benchmarks.run", *args.argv])
+    seeding = "through the API" if args.rows <= SEED_THROUGH_API_MAX else "in bulk with sqlite3"
+    pinning = (
+        f"server pinned to CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}"
+        if run.pinning
+        else "NOT pinned (fewer than 2 CPUs available)"
+    )
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {run.started:%Y-%m-%d %H:%M} UTC with `{command}`.",
+        "",
+        f"- Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu_model()}, "
+        f"Linux {platform.release()}; {pinning}.",
+        f"- Python {platform.python_version()}; {package_versions()}; "
+        f"SQLite {sqlite3.sqlite_version}; {tool_version(['wrk', '-v'])}.",
+        f"- Service at {service_revision()}.",
+        f"- {args.rows:,} heroes seeded {seeding}; one uvicorn worker per app (uvloop, "
+        "httptools, no access log), a fresh SQLite file each.",
+    ]
+    if args.scenarios:
+        lines += [
+            f"- Load: `wrk -t1 -c{args.connections} -d{args.duration:g}s --latency` per scenario "
+            f"and app, after {args.warmup:g} s of warm-up. ratio: ours rps / FastAPI rps. "
+            "Absolute rps swing from run to run on shared machines; compare the ratios.",
+        ]
+    lines.append("")
+    if run.results:
+        lines += [*results_table(run), "", *errors_section(run)]
+    if run.memory:
+        lines += ["", *memory_section(run.memory)]
+    return "\n".join(lines) + "\n"
+
+
+def pick_cpus() -> bool:
+    """Whether the server and wrk can each have a CPU of their own."""
+    available = os.sched_getaffinity(0)
+    return {SERVER_CPU, WRK_CPU} <= available and shutil.which("taskset") is not None
+
+
+def check_tools(apps: Sequence[str]) -> None:
+    """Fail early, saying how to fix it, when wrk or the bench extra is missing."""
+    if shutil.which("wrk") is None:
+        raise BenchmarkError(f"wrk is not installed. Install it with: {INSTALL_WRK}")
+    if "fastapi" in apps and not all(
+        importlib.util.find_spec(name) for name in ("fastapi", "sqlmodel")
+    ):
+        raise BenchmarkError(
+            "The FastAPI peer needs the bench extra: pip install -e '.[bench]' (or `just bench`)."
+        )
+
+
+def measure(args: argparse.Namespace) -> Run:
+    """Start the apps, load them, return what was measured."""
+    started = datetime.now(UTC)
+    pinning = pick_cpus()
+    if not pinning:
+        print("warning: fewer than 2 CPUs (or no taskset): nothing is pinned", file=sys.stderr)
+    server_cpu, wrk_cpu = (SERVER_CPU, WRK_CPU) if pinning else (None, None)
+    results: Results = {}
+    memory = None
+    with tempfile.TemporaryDirectory(prefix="hero-bench-") as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        wrk = Wrk(workdir, args.connections, args.rows, wrk_cpu)
+        servers = {}
+        for key in args.only:
+            progress(f"starting {APPS[key].label} and seeding {args.rows:,} heroes")
+            servers[key] = stack.enter_context(running(APPS[key], workdir, args.rows, server_cpu))
+        for name in args.scenarios:
+            for key, server in servers.items():
+                if key not in SCENARIOS[name].apps:
+                    continue
+                progress(
+                    f"{name} on {server.app.label}: "
+                    f"{args.warmup:g} s warm-up, then {args.duration:g} s"
+                )
+                warmup = wrk.run(server, SCENARIOS[name], args.warmup)
+                result = wrk.run(server, SCENARIOS[name], args.duration)
+                results[name, key] = result = replace(result, hung_in_warmup=warmup.hung)
+                progress(
+                    f"  {result.requests_per_second:,.0f} rps, p50 {result.p50_ms:.2f} ms, "
+                    f"p99 {result.p99_ms:.2f} ms"
+                    + (f"; {result.describe_errors()}" if result.errors else "")
+                )
+        if args.memory_seconds:
+            progress(f"memory check: {args.memory_seconds:g} s of mixed load on ours")
+            memory = check_memory(servers["ours"], wrk, args.memory_seconds)
+    return Run(args, started, pinning, results, memory)
+
+
+def progress(message: str) -> None:
+    """Say what the run is doing, on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.run",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run (10)")
+    parser.add_argument(
+        "--warmup", type=float, default=3, help="seconds of warm-up before each (3)"
+    )
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    parser.add_argument(
+        "--scenarios",
+        nargs="*",
+        choices=list(SCENARIOS),
+        default=list(SCENARIOS),
+        help="scenarios to run (all); none with --memory-seconds runs only the memory check",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=list(APPS), default=list(APPS), help="apps to run (all)"
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=SEED_THROUGH_API_MAX,
+        help=f"heroes to seed ({SEED_THROUGH_API_MAX}); more than that are inserted with sqlite3",
+    )
+    parser.add_argument(
+        "--memory-seconds",
+        type=float,
+        default=0,
+        metavar="N",
+        help="also run N seconds of mixed load on ours and report its resident memory",
+    )
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.connections < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--rows and --connections must be at least 1, --duration positive")
+    if args.memory_seconds and "ours" not in args.only:
+        parser.error("--memory-seconds measures ours: keep it in --only")
+    if not args.scenarios and not args.memory_seconds:
+        parser.error("nothing to run: give --scenarios or --memory-seconds")
+    args.only = [key for key in APPS if key in args.only]
+    args.scenarios = [name for name in SCENARIOS if name in args.scenarios]
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 if the service answered every request without error."""
+    args = parse_args(argv)
+    try:
+        check_tools(args.only)
+        run = measure(args)
+    except BenchmarkError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    text = report(run)
+    print(text)
+    LATEST.parent.mkdir(exist_ok=True)
+    LATEST.write_text(text)
+    committed = committed_report(args.rows)
+    committed.write_text(text)
+    progress(f"written to {LATEST.relative_to(REPO)} and {committed.relative_to(REPO)}")
+    ours_errors = [
+        f"{name}: {result.describe_errors()}"
+        for (name, key), result in run.results.items()
+        if key == "ours" and result.errors
+    ]
+    if run.memory and run.memory.load.errors:
+        ours_errors.append(f"memory check: {run.memory.load.describe_errors()}")
+    if ours_errors:
+        print("FAILED: the service answered with errors under load:", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in ours_errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
