@@ -62,9 +62,13 @@ def test_kill_9_during_a_write_storm_loses_no_acknowledged_hero(database_url: st
     with running_server(database_url) as restarted:
         stored = stored_heroes(restarted.url)
 
-    assert len(acknowledged) >= 200
     missing = [hero for hero in acknowledged if stored.get(hero["id"]) != hero]
+    # A create whose answer was lost in the kill may be stored too, but only whole.
+    torn = [hero for hero in stored.values() if hero["age"] != int(hero["name"].split()[-1])]
+    print(f"kill -9: acknowledged {len(acknowledged)}, found {len(acknowledged) - len(missing)}")
+    assert len(acknowledged) >= 200
     assert missing == []
+    assert torn == []
 
 
 def test_server_does_not_announce_itself(tmp_path: object) -> None:
