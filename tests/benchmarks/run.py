@@ -128,21 +128,24 @@ class Scenario:
     """The apps that serve it."""
 
 
+def random_hero_script(path: str) -> str:
+    """A wrk script that GETs ``path`` followed by the number of a random seeded hero.
+
+    The seed is fixed: every app gets the same sequence of heroes.
+    """
+    return f"""
+    local rows = {{rows}}
+    math.randomseed(42)
+    request = function()
+      return wrk.format("GET", "{path}" .. math.random(rows))
+    end
+    """
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
-        Scenario(
-            "get-one",
-            "/",
-            # A fixed seed: every app gets the same sequence of ids.
-            """
-            local rows = {rows}
-            math.randomseed(42)
-            request = function()
-              return wrk.format("GET", "/heroes/" .. math.random(rows))
-            end
-            """,
-        ),
+        Scenario("get-one", "/", random_hero_script("/heroes/")),
         Scenario("list-20", "/heroes/?offset=0&limit=20"),
         Scenario(
             "create",
@@ -154,16 +157,7 @@ SCENARIOS = {
             """,
         ),
         Scenario(
-            "by-name",
-            "/",
-            """
-            local rows = {rows}
-            math.randomseed(42)
-            request = function()
-              return wrk.format("GET", "/heroes/?limit=20&name=Hero%20" .. math.random(rows))
-            end
-            """,
-            apps=("ours",),
+            "by-name", "/", random_hero_script("/heroes/?limit=20&name=Hero%20"), apps=("ours",)
         ),
     )
 }
