@@ -18,11 +18,11 @@ import msgspec
 import pytest
 import schemathesis
 from litestar import Litestar
-from litestar.testing import TestClient
 from schemathesis import Case, CheckContext, Response
 from schemathesis.python.asgi import shutdown_lifespans
 
 from service.app import create_app
+from service.openapi import served_document
 from service.settings import Settings
 
 SEED = 20240601
@@ -85,14 +85,6 @@ def field_names(value: object) -> set[str]:
 def config() -> schemathesis.Config:
     """A fresh Schemathesis configuration from ``CONFIG``."""
     return schemathesis.Config.from_dict(CONFIG)
-
-
-def served_document() -> dict[str, Any]:
-    """The OpenAPI document as the service serves it."""
-    app = create_app(Settings(database_url="sqlite:///:memory:", access_log=False))
-    with TestClient[Litestar](app) as client:
-        document: dict[str, Any] = client.get("/schema/openapi.json").json()
-        return document
 
 
 schema = schemathesis.openapi.from_dict(served_document(), config=config())

@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from openapi_spec_validator import validate
 
 from service.app import create_app
-from service.openapi import render
+from service.openapi import render, served_document
 from service.settings import Settings
 
 COMMITTED_DOCUMENT = Path(__file__).parents[1] / "openapi.json"
@@ -32,11 +32,7 @@ HEALTH_OPERATIONS = {
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    with TestClient[Litestar](create_app(Settings(database_url="sqlite:///:memory:"))) as client:
-        response = client.get("/schema/openapi.json")
-        assert response.status_code == 200
-        served: dict[str, Any] = response.json()
-        return served
+    return served_document()
 
 
 def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
