@@ -33,7 +33,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from tests.live import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -272,14 +273,6 @@ def parse_wrk(output: str) -> WrkResult:
 def pinned(cpu: int | None, command: Sequence[str]) -> list[str]:
     """``command`` run on ``cpu`` only, or anywhere when ``cpu`` is None."""
     return [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *command]
-
-
-def free_port() -> int:
-    """A localhost port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Server:
