@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from importlib.metadata import version
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -15,12 +16,13 @@ from litestar.openapi.spec import Tag
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
-from service.db import database_config, prepare_schema, provide_transaction
+from service.db import database_config, open_database, prepare_schema
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
-from service.heroes import HeroController, link_new_hero
+from service.heroes.controller import HeroController, link_new_hero
 from service.ops import HealthController, ServiceApp, logging_config
 from service.security import api_key_guard, document_api_key
 from service.settings import Settings, SettingsError, comma_list
+from service.sql import Database
 
 DESCRIPTION = """\
 The heroes of the SQL tutorial: create, list, read, update and delete them.
@@ -39,9 +41,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
+    db = open_database(database, settings)
     handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
     middleware: list[Middleware] = []
-    on_startup: list[LifespanHook] = [lambda: prepare_schema(database), link_new_hero]
+    on_startup: list[LifespanHook] = [partial(prepare_schema, database), link_new_hero]
     guards: list[Guard] = []
     if settings.api_key:
         guards.append(api_key_guard(settings.api_key))
@@ -56,8 +59,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = ServiceApp(
         route_handlers=handlers,
         plugins=[SQLAlchemyPlugin(config=database)],
+        signature_namespace={"Database": Database},
         on_startup=on_startup,
-        dependencies={"transaction": Provide(provide_transaction)},
+        on_shutdown=[db.close],
+        dependencies={"db": Provide(lambda: db, use_cache=True, sync_to_thread=False)},
         guards=guards,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,

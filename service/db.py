@@ -1,40 +1,47 @@
-"""The one place that builds the engine, tunes it per database and bounds the transaction."""
+"""The one place that builds the engines and the plugin's config, tuned per database."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
-from advanced_alchemy.extensions.litestar import AlembicSyncConfig, SQLAlchemySyncConfig
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AlembicSyncConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemySyncConfig,
+)
 from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
 from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
     SESSION_TERMINUS_ASGI_EVENTS,
 )
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from litestar.di import NamedDependency
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from service.models import Base
-from service.settings import Settings
+from service.settings import Settings, SettingsError
+from service.sql import Database, PostgresDatabase, SqliteDatabase
 
 if TYPE_CHECKING:
     from litestar.types import BeforeMessageSendHookHandler, Message, Scope
+    from sqlalchemy.orm import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 """The Alembic scripts; ``litestar database upgrade`` and the SQLite startup upgrade run them."""
 
 DRIVERS = {
     "sqlite": "sqlite+pysqlite",
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
 }
 """The driver each plain URL scheme runs on."""
+
+DatabaseConfig = SQLAlchemySyncConfig | SQLAlchemyAsyncConfig
 
 
 def database_url(raw: str) -> URL:
@@ -42,6 +49,10 @@ def database_url(raw: str) -> URL:
     url = make_url(raw)
     if "+" not in url.drivername and url.drivername in DRIVERS:
         url = url.set(drivername=DRIVERS[url.drivername])
+    if is_sqlite(url) and url.get_driver_name() != "pysqlite":
+        raise SettingsError(
+            f"DATABASE_URL: SQLite runs on the sqlite3 module, not {url.drivername}"
+        )
     return url
 
 
@@ -50,35 +61,62 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def create_engine(settings: Settings) -> Engine:
-    """Build the engine for ``settings.database_url``, tuned for its database."""
+def create_engine(settings: Settings) -> Engine | AsyncEngine:
+    """Build the engine for ``settings.database_url``, tuned for its database.
+
+    SQLite gets a sync engine (its reads take microseconds and never wait; see ``service.sql``),
+    PostgreSQL an async one, so that waiting for it never blocks the event loop.
+    """
     url = database_url(settings.database_url)
     if is_sqlite(url):
         return _sqlite_engine(url, settings)
-    return sa.create_engine(
+    return _postgres_engine(url, settings)
+
+
+def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
+    timeout = settings.db_statement_timeout_ms
+    if url.get_driver_name() == "asyncpg":
+        connect_args: dict[str, Any] = {
+            "timeout": settings.db_connect_timeout,
+            "server_settings": {"statement_timeout": str(timeout)},
+        }
+    else:
+        connect_args = {
+            "connect_timeout": settings.db_connect_timeout,
+            "options": f"-c statement_timeout={timeout:d}",
+        }
+    engine = create_async_engine(
         url,
+        # A fixed pool: requests beyond it queue for a connection (DB_POOL_TIMEOUT) instead of
+        # opening and closing overflow connections, which cost more than the queries under load.
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        # A connection that died with a database restart is replaced before a request uses it.
-        pool_pre_ping=True,
-        connect_args={
-            "connect_timeout": settings.db_connect_timeout,
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms:d}",
-        },
+        hide_parameters=True,
+        connect_args=connect_args,
     )
+
+    @sa.event.listens_for(engine.sync_engine, "checkout")
+    def replace_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # A connection the server closed (a restart) is replaced before a request uses it; this
+        # costs no round trip, unlike pool_pre_ping, whose ping would double every request's.
+        closed = getattr(dbapi_connection.driver_connection, "is_closed", None)
+        if closed is not None and closed():
+            raise sa.exc.DisconnectionError("connection closed by the server")
+
+    return engine
 
 
 def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     in_memory = url.database in (None, "", ":memory:")
     engine = sa.create_engine(
         url,
-        # "IMMEDIATE" makes the driver open every write transaction with BEGIN IMMEDIATE, which
-        # takes the write lock up front: two writers then queue on busy_timeout instead of
-        # deadlocking on a read lock each. Reads run outside any transaction.
-        connect_args={"isolation_level": "IMMEDIATE", "check_same_thread": False},
+        # No implicit transactions: each statement commits by itself, and the writer thread
+        # opens its group commits with BEGIN IMMEDIATE (see service.sql).
+        connect_args={"isolation_level": None, "check_same_thread": False},
         # One shared connection keeps an in-memory database alive and the same for every request.
         poolclass=StaticPool if in_memory else None,
+        hide_parameters=True,
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -94,63 +132,47 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     return engine
 
 
-class CompiledStatement:
-    """A Core statement compiled once per dialect, run on the DBAPI cursor of the session.
-
-    SQLAlchemy's per-execution work costs several times the query itself on SQLite (about 60 µs
-    against 10 µs for a read by id). The statement is still written in Core and still runs in the
-    request's session, on its connection and inside its transaction; only that work is skipped.
-    Driver errors are raised as SQLAlchemy's exceptions, as ``Session.execute`` would.
-    """
-
-    __slots__ = ("_compiled", "statement")
-
-    def __init__(self, statement: sa.Executable) -> None:
-        self.statement = statement
-        self._compiled: dict[str, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {}
-
-    def execute(self, session: Session, **params: Any) -> Any:
-        """Run the statement with ``params`` in ``session``; return the DBAPI cursor."""
-        connection = session.connection()
-        dialect = connection.dialect
-        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
-        sql, defaults, positions = compiled
-        values = {**defaults, **params}
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(sql, values if positions is None else [values[p] for p in positions])
-        except dialect.loaded_dbapi.Error as exc:
-            if dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor):
-                connection.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from exc
-        return cursor
-
-    def _compile(self, dialect: sa.Dialect) -> tuple[str, dict[str, Any], tuple[str, ...] | None]:
-        compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-        positions = tuple(compiled.positiontup) if compiled.positional else None
-        self._compiled[dialect.name] = (compiled.string, dict(compiled.params), positions)
-        return self._compiled[dialect.name]
-
-
-def database_config(settings: Settings) -> SQLAlchemySyncConfig:
-    """The SQLAlchemy plugin's config: a session per request, closed as the response starts."""
+def database_config(settings: Settings) -> DatabaseConfig:
+    """The SQLAlchemy plugin's config: it owns the engine, from startup to shutdown."""
+    engine = create_engine(settings)
+    common: dict[str, Any] = {
+        "metadata": Base.metadata,
+        "set_default_exception_handler": False,
+        "enable_touch_updated_timestamp_listener": False,
+        "enable_file_object_listener": False,
+    }
+    if isinstance(engine, AsyncEngine):
+        return SQLAlchemyAsyncConfig(
+            engine_instance=engine,
+            alembic_config=AlembicAsyncConfig(
+                script_location=str(MIGRATIONS), version_table_name="alembic_version"
+            ),
+            **common,
+        )
     config = SQLAlchemySyncConfig(
-        engine_instance=create_engine(settings),
-        metadata=Base.metadata,
+        engine_instance=engine,
         alembic_config=AlembicSyncConfig(
             script_location=str(MIGRATIONS), version_table_name="alembic_version"
         ),
-        set_default_exception_handler=False,
-        enable_touch_updated_timestamp_listener=False,
-        enable_file_object_listener=False,
+        **common,
     )
     config.before_send_handler = _session_closer(config.session_scope_key)
     return config
 
 
-def prepare_schema(config: SQLAlchemySyncConfig) -> None:
+def open_database(config: DatabaseConfig, settings: Settings) -> Database:
+    """Where the app's statements run, on the plugin's engine."""
+    engine = config.get_engine()
+    if isinstance(engine, AsyncEngine):
+        return PostgresDatabase(engine)
+    return SqliteDatabase(
+        engine,
+        settings.sqlite_busy_timeout_ms,
+        in_memory=engine.url.database in (None, "", ":memory:"),
+    )
+
+
+async def prepare_schema(config: DatabaseConfig) -> None:
     """Make sure the schema is current before the first request.
 
     SQLite databases are migrated in place, so the Quick start needs no migration step.
@@ -159,7 +181,7 @@ def prepare_schema(config: SQLAlchemySyncConfig) -> None:
     started on a PostgreSQL database that is not at the latest revision refuses to start.
     """
     engine = config.get_engine()
-    if is_sqlite(engine.url):
+    if not isinstance(engine, AsyncEngine):
         # Workers starting together take the write lock first, so they migrate one at a time.
         with engine.connect() as connection:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -169,10 +191,8 @@ def prepare_schema(config: SQLAlchemySyncConfig) -> None:
             connection.commit()
         return
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    with engine.connect() as connection:
-        current = MigrationContext.configure(
-            connection, opts={"version_table": "alembic_version"}
-        ).get_current_revision()
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revision)
     if current != head:
         raise RuntimeError(
             f"The database schema is at revision {current or 'none'}, the service needs {head}: "
@@ -180,9 +200,16 @@ def prepare_schema(config: SQLAlchemySyncConfig) -> None:
         )
 
 
+def _current_revision(connection: sa.Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": "alembic_version"})
+    return context.get_current_revision()
+
+
 def _session_closer(session_scope_key: str) -> BeforeMessageSendHookHandler:
+    """Close a ``db_session`` a handler asked the plugin for, inline rather than in a thread."""
+
     async def close_session(message: Message, scope: Scope) -> None:
-        # Async so that it runs inline: the plugin's sync handlers hop to a thread per message.
+        # The plugin's own handler for sync sessions hops to a thread for every message.
         if message["type"] in SESSION_TERMINUS_ASGI_EVENTS:
             session: Session | None = get_aa_scope_state(scope, session_scope_key)
             if session is not None:
@@ -190,19 +217,3 @@ def _session_closer(session_scope_key: str) -> BeforeMessageSendHookHandler:
                 delete_aa_scope_state(scope, session_scope_key)
 
     return close_session
-
-
-async def provide_transaction(db_session: NamedDependency[Session]) -> AsyncIterator[Session]:
-    """The request's write transaction: it commits when the handler returns, before the response.
-
-    A failed commit raises here and becomes an error response, so a 2xx always means the write is
-    stored. When the handler raises, nothing is committed: closing the session rolls it back.
-    """
-    yield db_session
-    try:
-        db_session.commit()
-    except Exception:
-        # SQLite keeps the transaction open when COMMIT fails on a deferred constraint, and
-        # closing the session would not end it: roll back so the refused write leaves with it.
-        db_session.rollback()
-        raise

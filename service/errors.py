@@ -13,10 +13,10 @@ from litestar.exceptions import ClientException, HTTPException, ValidationExcept
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from litestar.utils.scope.state import ScopeState
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from service.heroes.queries import HeroChanged, HeroNotFound
 from service.schemas import NO_NUL, Error, ErrorDetail
+from service.sql import DatabaseUnavailable, WriteRefused
 
 logger = logging.getLogger("service")
 
@@ -70,13 +70,23 @@ def _error_detail(item: object) -> ErrorDetail:
     return ErrorDetail(message, item.get("key"), item.get("source"))
 
 
-def _conflict(_: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
-    logger.warning("write refused by the database: %s", exc)
+def _hero_not_found(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+    return error_response(404, "Hero not found")
+
+
+def _hero_changed(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+    return error_response(412, "The hero has changed since the ETag in If-Match was issued")
+
+
+def _conflict(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+    logger.warning(
+        "%s %s: write refused by the database: %s", request.method, request.url.path, exc
+    )
     return error_response(409, "The database refused the write; nothing was stored.")
 
 
-def _database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
-    logger.warning("database unavailable: %s", exc)
+def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+    logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
     return error_response(
         503,
         "The database is busy or unavailable; retry shortly.",
@@ -91,10 +101,12 @@ def _internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Error
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_error,
-    # Locked or busy SQLite, an unreachable or restarting PostgreSQL, an exhausted pool.
-    OperationalError: _database_unavailable,
-    IntegrityError: _conflict,
-    PoolTimeoutError: _database_unavailable,
+    HeroNotFound: _hero_not_found,
+    HeroChanged: _hero_changed,
+    # Locked or busy SQLite, an unreachable or restarting PostgreSQL, a statement timeout, an
+    # exhausted pool (service.sql sorts the drivers' errors into these two).
+    DatabaseUnavailable: _database_unavailable,
+    WriteRefused: _conflict,
     Exception: _internal_error,
 }
 """Every exception the service answers, and how."""

@@ -10,18 +10,18 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, cast
 
 import msgspec
-import sqlalchemy as sa
 from litestar import Controller, Litestar, Response, get
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
 from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
-from sqlalchemy.orm import Session
 
 from service.errors import documented_errors
+from service.heroes.queries import SELECT_ONE
 from service.schemas import Error
 from service.settings import Settings
+from service.sql import Database
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -66,11 +66,10 @@ class HealthController(Controller):
         operation_id="checkReady",
         summary="Database is reachable",
         responses=documented_errors(503),
-        sync_to_thread=False,
     )
-    def ready(self, db_session: NamedDependency[Session]) -> Response[Health]:
+    async def ready(self, db: NamedDependency[Database]) -> Response[Health]:
         """Answers 200 when the database answers a query, 503 otherwise."""
-        db_session.execute(sa.text("SELECT 1"))
+        await db.fetch(SELECT_ONE)
         return Response(Health("ready"))
 
 

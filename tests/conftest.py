@@ -16,9 +16,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.db import create_engine, database_config
+from service.db import database_config
 from service.models import Hero
 from service.settings import Settings
+from tests.helpers import direct_engine
 
 POSTGRES_SERVER = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -60,7 +61,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     url: str = request.getfixturevalue("postgres_url")
     yield url
-    engine = create_engine(Settings(database_url=url))
+    engine = direct_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP TRIGGER IF EXISTS break_commit ON heroes")
         connection.exec_driver_sql("DROP FUNCTION IF EXISTS break_commit")
@@ -72,8 +73,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def migrate(url: str) -> None:
     """Bring the database at ``url`` to the latest schema, as ``just migrate`` does."""
     config = database_config(Settings(database_url=url))
-    AlembicCommands(sqlalchemy_config=config).upgrade("head")
-    config.get_engine().dispose()
+    AlembicCommands(sqlalchemy_config=config).upgrade("head")  # disposes the async engine too
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def client(app: Litestar, settings: Settings) -> Iterator[TestClient[Litestar]]:
 
 def stored_secret_names(settings: Settings) -> list[str]:
     """Every secret name in the database, but for those too short to be told from chance."""
-    engine = create_engine(settings)
+    engine = direct_engine(settings.database_url)
     try:
         with engine.connect() as connection:
             names = connection.execute(sa.select(Hero.secret_name)).scalars()

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -39,3 +40,14 @@ def assert_error(response: Any, status_code: int, key: str | None = None) -> Err
         assert [detail.key for detail in error.extra] == [key], response.text
         assert all(detail.message for detail in error.extra)
     return error
+
+
+def direct_engine(database_url: str) -> sa.Engine:
+    """A plain sync engine on the test's database, to set up or check rows behind the API's back.
+
+    It is not the service's engine (PostgreSQL runs on asyncpg there): psycopg for PostgreSQL.
+    """
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return sa.create_engine(url)

@@ -7,24 +7,27 @@ filtered by name or by age must not read the whole table.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sqlite3
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.sql.compiler import SQLCompiler
 
-from service.db import CompiledStatement, create_engine
-from service.heroes import SELECT_HERO, list_statement
+from service.db import create_engine
+from service.heroes.queries import SELECT_HERO, list_statement
 from service.settings import Settings
-from tests.helpers import Client
+from service.sql import Statement
+from tests.helpers import Client, direct_engine
 
 ROWS = 50_000
 
 PAGE = {"offset": 0, "limit": 20, "name": None, "min_age": None, "max_age": None}
 
-QUERIES: dict[str, tuple[CompiledStatement, dict[str, Any]]] = {
+QUERIES: dict[str, tuple[Statement, dict[str, Any]]] = {
     "get-one": (SELECT_HERO, {"hero_id": 12_345}),
     "list-20": (list_statement(by_name=False, min_age=False, max_age=False), PAGE),
     "by-name": (
@@ -68,7 +71,7 @@ POSTGRES_INDEXES = {
 @pytest.fixture
 def engine(client: Client, settings: Settings) -> Iterator[sa.Engine]:
     """The app's database (migrated by the app or the session), holding ``ROWS`` heroes."""
-    engine = create_engine(settings)
+    engine = direct_engine(settings.database_url)
     with engine.begin() as connection:
         connection.execute(
             sa.text("INSERT INTO heroes (name, age, secret_name) VALUES (:name, :age, :secret)"),
@@ -82,27 +85,32 @@ def engine(client: Client, settings: Settings) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def plan(engine: sa.Engine, query: CompiledStatement, params: dict[str, Any]) -> list[str]:
+def plan(database_url: str, query: Statement, params: dict[str, Any]) -> list[str]:
     """The database's plan for ``query`` as the service compiles it, one line per step."""
-    statement = cast(sa.ClauseElement, query.statement)
-    compiled = cast(SQLCompiler, statement.compile(dialect=engine.dialect))
-    values = {**compiled.params, **params}
-    arguments: Any = (
-        tuple(values[name] for name in compiled.positiontup or ())
-        if compiled.positional
-        else values
-    )
-    explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    with engine.connect() as connection:
-        rows = connection.exec_driver_sql(explain + compiled.string, arguments).all()
-    return [str(row[-1]) for row in rows]
+    engine = create_engine(Settings(database_url=database_url))
+    compiled = query.compiled(engine.dialect)
+    arguments = compiled.arguments(params)
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(url.database or "") as connection:
+            rows = connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, arguments).fetchall()
+        return [str(row[-1]) for row in rows]
+    return asyncio.run(_explain_on_asyncpg(database_url, compiled.sql, arguments))
+
+
+async def _explain_on_asyncpg(database_url: str, sql: str, arguments: list[Any]) -> list[str]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return [row[0] for row in await connection.fetch("EXPLAIN " + sql, *arguments)]
+    finally:
+        await connection.close()
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
-def test_query_is_served_by_an_index(engine: sa.Engine, name: str) -> None:
+def test_query_is_served_by_an_index(engine: sa.Engine, settings: Settings, name: str) -> None:
     query, params = QUERIES[name]
 
-    steps = plan(engine, query, params)
+    steps = plan(settings.database_url, query, params)
 
     if engine.dialect.name == "sqlite":
         assert steps in SQLITE_PLANS[name]

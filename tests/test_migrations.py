@@ -18,11 +18,11 @@ from alembic.script import ScriptDirectory
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.db import MIGRATIONS, create_engine
+from service.db import MIGRATIONS
 from service.models import Base
 from service.settings import Settings
 from tests.conftest import POSTGRES_SERVER
-from tests.helpers import create
+from tests.helpers import create, direct_engine
 
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
@@ -39,7 +39,7 @@ def empty_postgres_url(postgres_url: str) -> Iterator[str]:
 
 
 def current_revision(settings: Settings) -> str | None:
-    engine = create_engine(settings)
+    engine = direct_engine(settings.database_url)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(
@@ -82,7 +82,7 @@ def test_sqlite_database_is_migrated_at_startup(tmp_path: Path) -> None:
 
 def test_models_match_the_migrations(settings: Settings) -> None:
     with TestClient(create_app(settings)):
-        engine = create_engine(settings)
+        engine = direct_engine(settings.database_url)
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             differences = compare_metadata(context, Base.metadata)

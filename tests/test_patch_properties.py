@@ -13,9 +13,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.db import create_engine
 from service.models import AGE_MAX, NAME_MAX_LENGTH, Hero
 from service.settings import Settings
+from tests.helpers import direct_engine
 
 NAMES = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=NAME_MAX_LENGTH)
 """Every name the API documents as valid: 1 to 255 characters of any kind but NUL."""
@@ -38,7 +38,7 @@ def client(database_url: str) -> Iterator[TestClient[Litestar]]:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[sa.Engine]:
     """A connection to the same database, to read what the API never shows: the secret name."""
-    engine = create_engine(Settings(database_url=database_url))
+    engine = direct_engine(database_url)
     yield engine
     engine.dispose()
 

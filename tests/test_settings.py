@@ -42,8 +42,8 @@ def test_invalid_value_is_an_error_naming_the_variable(variable: str, value: str
     [
         ("sqlite:///heroes.db", "sqlite+pysqlite"),
         ("sqlite:///:memory:", "sqlite+pysqlite"),
-        ("postgresql://user@host/db", "postgresql+psycopg"),
-        ("postgres://user@host/db", "postgresql+psycopg"),
+        ("postgresql://user@host/db", "postgresql+asyncpg"),
+        ("postgres://user@host/db", "postgresql+asyncpg"),
         ("postgresql+psycopg://user@host/db", "postgresql+psycopg"),
     ],
 )

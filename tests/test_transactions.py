@@ -11,9 +11,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.db import create_engine
 from service.settings import Settings
-from tests.helpers import Client, assert_error, create, new_hero
+from tests.helpers import Client, assert_error, create, direct_engine, new_hero
 
 FAILS_AT_COMMIT = "fails-at-commit"
 
@@ -38,7 +37,7 @@ COMMIT_GUARD = {
 
 
 def run_sql(settings: Settings, statements: list[str]) -> None:
-    engine = create_engine(settings)
+    engine = direct_engine(settings.database_url)
     with engine.begin() as connection:
         for statement in statements:
             connection.exec_driver_sql(statement)
@@ -46,7 +45,7 @@ def run_sql(settings: Settings, statements: list[str]) -> None:
 
 
 def test_failed_commit_is_an_error_and_stores_nothing(client: Client, settings: Settings) -> None:
-    dialect = create_engine(settings).dialect.name
+    dialect = direct_engine(settings.database_url).dialect.name
     run_sql(settings, COMMIT_GUARD[dialect])
 
     assert_error(client.post("/heroes", json=new_hero(FAILS_AT_COMMIT)), 409)
@@ -87,6 +86,6 @@ def test_write_while_another_process_holds_the_sqlite_lock_is_503_then_recovers(
 
 def test_tables_are_created_on_startup(settings: Settings) -> None:
     with TestClient(create_app(settings)):
-        engine = create_engine(settings)
+        engine = direct_engine(settings.database_url)
         assert "heroes" in sa.inspect(engine).get_table_names()
         engine.dispose()

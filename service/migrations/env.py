@@ -5,9 +5,11 @@ Used by ``litestar database upgrade`` (``just migrate``) and by the SQLite start
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, cast
 
 from alembic import context
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.models import Base
 
@@ -37,8 +39,18 @@ if context.is_offline_mode():
         context.run_migrations()
 elif (given := config.attributes.get("connection")) is not None:
     run_migrations(given)
+elif isinstance(config.engine, AsyncEngine):
+    # PostgreSQL's engine is async; ``just migrate`` runs outside any event loop.
+    async def run_async(engine: AsyncEngine) -> None:
+        """Migrate on one of the engine's connections, then close them all."""
+        async with engine.connect() as connection:
+            await connection.run_sync(run_migrations)
+            await connection.commit()
+        await engine.dispose()
+
+    asyncio.run(run_async(config.engine))
 else:
     # The app's own engine: not disposed here, since an in-memory SQLite database lives in it.
-    with config.engine.connect() as connection:  # type: ignore[union-attr]
+    with config.engine.connect() as connection:
         run_migrations(connection)
         connection.commit()

@@ -1,0 +1,1 @@
+"""The heroes resource: routes (controller), SQL (queries) and version rules (etags)."""

@@ -1,0 +1,213 @@
+"""The hero routes: parse the request, call the queries, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Litestar, Response, delete, get, patch, post
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example, Link, OpenAPIResponse
+from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
+
+from service.errors import documented_errors
+from service.heroes.etags import allowed_versions, etag, matches_any
+from service.heroes.queries import insert_hero, patch_hero, remove_hero, select_hero, select_heroes
+from service.models import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
+from service.schemas import NO_NUL, Deleted, HeroCreate, HeroPublic, HeroUpdate
+from service.sql import Database
+
+MAX_PAGE = 100
+"""Most heroes one list request returns."""
+
+
+def bounded(ge: int, le: int, description: str) -> ParameterKwarg:
+    """An integer parameter in ``[ge, le]``.
+
+    The bounds are restated as ``schema_extra`` because Litestar writes them to the OpenAPI
+    document as floats, which cannot hold 2**63 - 1 exactly.
+    """
+    kwarg: ParameterKwarg = Parameter(
+        ge=ge, le=le, description=description, schema_extra={"minimum": ge, "maximum": le}
+    )
+    return kwarg
+
+
+HeroId = Annotated[int, bounded(1, ID_MAX, "The hero's id.")]
+
+
+CREATE_EXAMPLE = Example(
+    summary="A hero with an age",
+    value={"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30},
+)
+UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
+
+
+NEW_HERO_LINKS = {
+    operation_id: Link(
+        operation_id=operation_id,
+        parameters={"hero_id": "$response.body#/id"},
+        description=f"The id in the answer is the hero_id of {operation_id}.",
+    )
+    for operation_id in ("getHero", "updateHero", "deleteHero")
+}
+
+
+def link_new_hero(app: Litestar) -> None:
+    """Document in OpenAPI that createHero's answer leads to the new hero's get, update, delete.
+
+    Litestar has no parameter for response links, so they are added to the generated document.
+    """
+    create_operation = app.openapi_schema.paths["/heroes"].post  # type: ignore[index]
+    created = (
+        create_operation.responses["201"]
+        if create_operation and create_operation.responses
+        else None
+    )
+    if not isinstance(created, OpenAPIResponse):
+        raise TypeError("createHero has no documented 201 response to link from")
+    created.links = dict(NEW_HERO_LINKS)
+
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description="Write only if the hero is still at this ETag; otherwise 412.",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-None-Match",
+        description="Answer 304 without a body if the hero is still at this ETag.",
+    ),
+]
+ETAG_HEADER = ResponseHeader(
+    name="ETag",
+    value='"1"',  # an example, from which the schema is derived: never sent
+    description="The hero's version; send it in If-Match to update or delete only that version.",
+    required=True,
+    documentation_only=True,
+)
+
+
+class HeroController(Controller):
+    """Create, read, update and delete heroes."""
+
+    path = "/heroes"
+    tags = ["heroes"]
+
+    @post(
+        operation_id="createHero",
+        summary="Create a hero",
+        response_headers=[
+            ResponseHeader(
+                name="Location",
+                value="/heroes/1",  # an example, from which the schema is derived: never sent
+                description="The new hero's URL.",
+                required=True,
+                documentation_only=True,
+            ),
+            ETAG_HEADER,
+        ],
+        responses=documented_errors(400, 413, 503),
+    )
+    async def create_hero(
+        self,
+        db: NamedDependency[Database],
+        data: Annotated[HeroCreate, Body(examples=[CREATE_EXAMPLE])],
+    ) -> Response[HeroPublic]:
+        """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``."""
+        hero, version = await insert_hero(db, data)
+        headers = {"Location": f"/heroes/{hero.id}", "ETag": etag(version)}
+        return Response(hero, status_code=201, headers=headers)
+
+    @get(
+        operation_id="listHeroes",
+        summary="List heroes",
+        responses=documented_errors(400, 503),
+    )
+    async def list_heroes(
+        self,
+        db: NamedDependency[Database],
+        offset: Annotated[int, bounded(0, ID_MAX, "Heroes to skip.")] = 0,
+        limit: Annotated[int, bounded(1, MAX_PAGE, "Most heroes to return.")] = MAX_PAGE,
+        name: Annotated[
+            str | None,
+            Parameter(
+                min_length=1,
+                max_length=NAME_MAX_LENGTH,
+                pattern=NO_NUL,
+                description="Only heroes with exactly this name.",
+            ),
+        ] = None,
+        min_age: Annotated[
+            int | None, bounded(0, AGE_MAX, "Only heroes at least this old.")
+        ] = None,
+        max_age: Annotated[int | None, bounded(0, AGE_MAX, "Only heroes at most this old.")] = None,
+    ) -> list[HeroPublic]:
+        """List heroes ordered by id. Walk the pages with ``offset`` and ``limit``."""
+        return await select_heroes(
+            db, offset=offset, limit=limit, name=name, min_age=min_age, max_age=max_age
+        )
+
+    @get(
+        "/{hero_id:int}",
+        operation_id="getHero",
+        summary="Get a hero",
+        response_headers=[ETAG_HEADER],
+        responses={
+            **documented_errors(400, 404, 503),
+            304: ResponseSpec(None, description="The hero is still at the ETag in If-None-Match."),
+        },
+    )
+    async def get_hero(
+        self,
+        db: NamedDependency[Database],
+        hero_id: HeroId,
+        if_none_match: IfNoneMatch = None,
+    ) -> Response[HeroPublic]:
+        """Get one hero by id, with its ``ETag``."""
+        hero, version = await select_hero(db, hero_id)
+        headers = {"ETag": etag(version), "Cache-Control": "no-cache"}
+        if if_none_match is not None and matches_any(if_none_match, version):
+            return Response(None, status_code=304, headers=headers)  # type: ignore[arg-type]
+        return Response(hero, headers=headers)
+
+    @patch(
+        "/{hero_id:int}",
+        operation_id="updateHero",
+        summary="Update a hero",
+        response_headers=[ETAG_HEADER],
+        responses=documented_errors(400, 404, 412, 413, 503),
+    )
+    async def update_hero(
+        self,
+        db: NamedDependency[Database],
+        hero_id: HeroId,
+        data: Annotated[HeroUpdate, Body(examples=[UPDATE_EXAMPLE])],
+        if_match: IfMatch = None,
+    ) -> Response[HeroPublic]:
+        """Change some of a hero's fields. Omitted fields stay; ``"age": null`` clears the age."""
+        versions = allowed_versions(if_match)
+        hero, version = await patch_hero(db, hero_id, data.changes(), versions)
+        return Response(hero, headers={"ETag": etag(version)})
+
+    @delete(
+        "/{hero_id:int}",
+        operation_id="deleteHero",
+        summary="Delete a hero",
+        status_code=200,
+        responses=documented_errors(400, 404, 412, 503),
+    )
+    async def delete_hero(
+        self,
+        db: NamedDependency[Database],
+        hero_id: HeroId,
+        if_match: IfMatch = None,
+    ) -> Deleted:
+        """Delete a hero for good."""
+        await remove_hero(db, hero_id, allowed_versions(if_match))
+        return Deleted()
