@@ -46,8 +46,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     middleware: list[Middleware] = []
     on_startup: list[LifespanHook] = [partial(prepare_schema, database), link_new_hero]
     guards: list[Guard] = []
-    if settings.api_key:
-        guards.append(api_key_guard(settings.api_key))
+    if settings.api_keys:
+        guards.append(api_key_guard(settings.api_keys))
         on_startup.append(document_api_key)
     if settings.rate_limit_per_minute:
         limit = RateLimitConfig(("minute", settings.rate_limit_per_minute), exclude=UNLIMITED_PATHS)

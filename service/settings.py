@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from dotenv import dotenv_values
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+SECRET_FIELDS = frozenset({"api_key"})
+"""Settings whose values are never shown."""
+REDACTED = "**redacted**"
 
 
 def comma_list(value: str) -> list[str]:
@@ -45,7 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_statement_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
     """Longest a PostgreSQL statement may run (0: no limit); a hero query takes well under 1 ms."""
     api_key: str = ""
-    """If set, POST, PATCH and DELETE need ``Authorization: Bearer <API_KEY>``; reads stay open."""
+    """Comma-separated keys; if set, POST, PATCH and DELETE need ``Authorization: Bearer <key>``
+    with any one of them (several let a new key roll out before the old one goes); reads stay open.
+    Never shown: ``repr(settings)`` redacts it."""
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Requests a client (by IP) may make per minute, health checks aside; 0 turns the limit off."""
     allowed_hosts: str = "*"
@@ -58,6 +64,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Log one JSON line per request: method, path, status, duration, request id."""
     metrics: bool = False
     """Serve Prometheus metrics at ``/metrics`` (needs the ``metrics`` extra)."""
+
+    @property
+    def api_keys(self) -> list[str]:
+        """The keys in ``API_KEY``; writes need one of them when there is any."""
+        return comma_list(self.api_key)
+
+    def __repr__(self) -> str:
+        """The settings, with the API keys and the database password redacted.
+
+        A repr ends up in logs, tracebacks and debuggers.
+        """
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.__rich_repr__())
+        return f"{type(self).__name__}({fields})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """The fields as ``repr`` (and rich) show them, secrets redacted."""
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and value:
+                value = REDACTED
+            elif name == "database_url":
+                value = _without_password(value)
+            shown.append((name, value))
+        return shown
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +107,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(_name_the_variable(str(exc))) from None
+
+
+def _without_password(url: str) -> str:
+    password = urlsplit(url).password
+    return url if password is None else url.replace(f":{password}@", f":{REDACTED}@", 1)
 
 
 def _name_the_variable(message: str) -> str:

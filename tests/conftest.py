@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -112,3 +113,43 @@ def stored_secret_names(settings: Settings) -> list[str]:
             return [name for name in names if len(name) >= 8]
     finally:
         engine.dispose()
+
+
+class CapturedLogs:
+    """Every log record made while a test ran, by any logger, whatever its handlers."""
+
+    LOGGERS = ("service", "litestar", "sqlalchemy", "asyncpg", "alembic", "opentelemetry", "httpx")
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+
+    def text(self) -> str:
+        """Each record as a handler would write it, with its exception, stack and extra fields."""
+        formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+        return "\n".join(
+            f"{formatter.format(record)} {record.__dict__!r}" for record in self.records
+        )
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> Iterator[CapturedLogs]:
+    """Log records of every logger at DEBUG, including those that do not reach the root.
+
+    Records are taken as they are made (a log record factory), so a logger with handlers of its
+    own and no propagation (the service's) is seen too. Apps under test should run with
+    ``log_level="DEBUG"``, since their logging config sets the service's level.
+    """
+    caplog.set_level(logging.DEBUG)
+    for name in CapturedLogs.LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    captured = CapturedLogs()
+    make_record = logging.getLogRecordFactory()
+
+    def record(*args: object, **kwargs: object) -> logging.LogRecord:
+        made = make_record(*args, **kwargs)
+        captured.records.append(made)
+        return made
+
+    logging.setLogRecordFactory(record)
+    yield captured
+    logging.setLogRecordFactory(make_record)
