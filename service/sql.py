@@ -23,11 +23,15 @@ Where each statement runs (``db.py`` builds the engines):
 - SQLite writes go to one writer thread per worker (SQLite has one writer anyway), which waits
   for the write lock and the fsync of the commit off the loop, and commits the writes that queued
   up meanwhile together (group commit): one fsync for many acknowledged writes.
+
+When the engine is traced, a statement run off the loop (the writer thread, a waiting read) runs
+in the request's ``contextvars`` context, so its span is a child of the request's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import sqlite3
 import threading
@@ -244,8 +248,8 @@ class SqliteDatabase(Database):
                 return await self._writer.run(statement, params)
             try:
                 return self._read(statement, params)
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
+                if not _locked(exc):
                     raise
             return await asyncio.to_thread(self._read_waiting, statement, params)
         except Exception as exc:
@@ -284,6 +288,15 @@ class SqliteDatabase(Database):
             self._reader = None
 
 
+def _locked(exc: Exception) -> bool:
+    """Whether a read failed only because another connection holds a lock it would wait for."""
+    native = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    return isinstance(native, sqlite3.OperationalError) and (native.sqlite_errorcode & 0xFF) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
 def _set_busy_timeout(driver: Any, milliseconds: int) -> None:
     driver.execute(f"PRAGMA busy_timeout = {milliseconds:d}").close()
 
@@ -292,6 +305,8 @@ class _Write(NamedTuple):
     statement: Statement
     params: dict[str, Any]
     future: asyncio.Future[Sequence[Row]]
+    context: contextvars.Context | None
+    """The request's context, when the engine is traced: its span is the statement's parent."""
 
 
 class SqliteWriter:
@@ -317,7 +332,8 @@ class SqliteWriter:
         if self._thread is None:
             self._start()
         future: asyncio.Future[Sequence[Row]] = asyncio.get_running_loop().create_future()
-        self._writes.put(_Write(statement, params, future))
+        context = contextvars.copy_context() if traced(self.engine) else None
+        self._writes.put(_Write(statement, params, future, context))
         return await future
 
     def close(self) -> None:
@@ -381,12 +397,17 @@ class SqliteWriter:
     def _alone(self, connection: PoolProxiedConnection, write: _Write) -> Sequence[Row] | Exception:
         try:
             if traced(self.engine):
-                with self.engine.connect() as traced_connection:
-                    return _run_through_sqlalchemy(traced_connection, write.statement, write.params)
+                if write.context is None:  # traced since the write was queued
+                    return self._through_sqlalchemy(write)
+                return write.context.run(self._through_sqlalchemy, write)
             driver = connection.driver_connection
             return _run_on_driver(self.engine.dialect, driver, write.statement, write.params)
         except Exception as exc:  # handed to the request that made the write
             return exc
+
+    def _through_sqlalchemy(self, write: _Write) -> Sequence[Row]:
+        with self.engine.connect() as connection:
+            return _run_through_sqlalchemy(connection, write.statement, write.params)
 
 
 def _settle(batch: list[_Write], outcomes: list[Sequence[Row] | Exception]) -> None:
