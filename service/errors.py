@@ -11,7 +11,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, Scope
 from litestar.utils.scope.state import ScopeState
 
 from service.heroes.queries import HeroChanged, HeroNotFound
@@ -21,6 +21,10 @@ from service.sql import DatabaseUnavailable, WriteRefused
 logger = logging.getLogger("service")
 
 RETRY_AFTER_SECONDS = 1
+REQUEST_ID_KEY = "hero.request_id"
+"""Where ``service.ops`` leaves the request's id in the ASGI scope, for the error log lines."""
+TRACE_ID_KEY = "hero.trace_id"
+"""Where ``service.tracing`` leaves the request's trace id in the ASGI scope, when tracing."""
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<key>[^`]*)`)?$", re.S)
 _MISSING_FIELD = re.compile(r"missing required field `(?P<key>[^`]+)`")
 _NUL_RULE = f"matching regex '{NO_NUL}'"
@@ -78,15 +82,35 @@ def _hero_changed(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]
     return error_response(412, "The hero has changed since the ETag in If-Match was issued")
 
 
+def request_ids(scope: Scope) -> str:
+    """Which request a log line is about: ``request_id=...``, and ``trace_id=...`` if traced."""
+    request_id = scope.get(REQUEST_ID_KEY, b"-")
+    ids = f"request_id={request_id.decode() if isinstance(request_id, bytes) else request_id}"
+    trace_id = scope.get(TRACE_ID_KEY)
+    return f"{ids} trace_id={trace_id}" if trace_id else ids
+
+
+# The database errors are logged by their message alone: WriteRefused and DatabaseUnavailable
+# name the driver's error and its first line, never the statement or its parameters.
 def _conflict(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
     logger.warning(
-        "%s %s: write refused by the database: %s", request.method, request.url.path, exc
+        "%s %s: write refused by the database: %s [%s]",
+        request.method,
+        request.url.path,
+        exc,
+        request_ids(request.scope),
     )
     return error_response(409, "The database refused the write; nothing was stored.")
 
 
 def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
-    logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    logger.warning(
+        "%s %s: database unavailable: %s [%s]",
+        request.method,
+        request.url.path,
+        exc,
+        request_ids(request.scope),
+    )
     return error_response(
         503,
         "The database is busy or unavailable; retry shortly.",
@@ -94,8 +118,14 @@ def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Re
     )
 
 
-def _internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
-    logger.error("unhandled error", exc_info=exc)
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+    logger.error(
+        "%s %s: unhandled error [%s]",
+        request.method,
+        request.url.path,
+        request_ids(request.scope),
+        exc_info=exc,
+    )
     return error_response(500, "Internal Server Error")
 
 

@@ -17,7 +17,7 @@ from litestar.logging import LoggingConfig
 from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 
-from service.errors import documented_errors
+from service.errors import REQUEST_ID_KEY, TRACE_ID_KEY, documented_errors
 from service.heroes.queries import SELECT_ONE
 from service.schemas import Error
 from service.settings import Settings
@@ -26,6 +26,7 @@ from service.sql import Database
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from litestar.config.app import AppConfig
     from litestar.types import (
         HTTPScope,
         LifeSpanReceive,
@@ -78,7 +79,8 @@ class ServiceApp(Litestar):
 
     Each request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
     one), returned in ``X-Request-ID`` beside the security headers, and one JSON line in the
-    access log. A request for a host not in ``served_hosts`` gets 400 in the ``Error`` shape.
+    access log (with the trace id too when tracing is on). A request for a host not in
+    ``served_hosts`` gets 400 in the ``Error`` shape.
     An answer to ``OPTIONS`` lists every method of its path in ``Allow``: Litestar 2.25 lists
     only those of the first handler registered on the path (``OPTIONS, POST`` on /heroes).
     """
@@ -100,6 +102,7 @@ class ServiceApp(Litestar):
         http_scope = cast("HTTPScope", scope)
         started = time.perf_counter()
         request_id = _request_id(http_scope)
+        http_scope[REQUEST_ID_KEY] = request_id  # type: ignore[literal-required]
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -131,9 +134,17 @@ class ServiceApp(Litestar):
                             "status": status,
                             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                             "request_id": request_id.decode(),
+                            **_trace_id(http_scope),
                         }
                     ).decode()
                 )
+
+    @staticmethod
+    def _patch_opentelemetry_middleware(config: AppConfig) -> AppConfig:
+        # Litestar imports its OpenTelemetry plugin, and with it opentelemetry when installed, to
+        # move an OpenTelemetry middleware passed as a plain one; the service passes none (with
+        # TRACING on, service.tracing adds the plugin), so with tracing off nothing is imported.
+        return config
 
     @cached_property
     def _methods_by_path(self) -> dict[str, bytes]:
@@ -171,6 +182,11 @@ def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
         name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
         for pattern in allowed
     )
+
+
+def _trace_id(scope: HTTPScope) -> dict[str, str]:
+    trace_id = scope.get(TRACE_ID_KEY)
+    return {"trace_id": trace_id} if isinstance(trace_id, str) else {}
 
 
 def _request_id(scope: HTTPScope) -> bytes:
