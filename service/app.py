@@ -13,10 +13,11 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Tag
+from litestar.plugins import PluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
-from service.db import database_config, open_database, prepare_schema
+from service.db import DatabaseConfig, database_config, open_database, prepare_schema
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
 from service.heroes.controller import HeroController, link_new_hero
 from service.ops import HealthController, ServiceApp, logging_config
@@ -56,9 +57,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         metrics = prometheus(settings)
         middleware.append(metrics.middleware)
         handlers.append(PrometheusController)
+    plugins: list[PluginProtocol] = [SQLAlchemyPlugin(config=database)]
+    if settings.tracing:
+        plugins += tracing(database)
     app = ServiceApp(
         route_handlers=handlers,
-        plugins=[SQLAlchemyPlugin(config=database)],
+        plugins=plugins,
         signature_namespace={"Database": Database},
         on_startup=on_startup,
         on_shutdown=[db.close],
@@ -107,6 +111,17 @@ def prometheus(settings: Settings) -> PrometheusConfig:
             "METRICS: needs the prometheus-client package: pip install 'hero-service[metrics]'"
         ) from exc
     return PrometheusConfig(app_name="hero_service", prefix="hero_service", group_path=True)
+
+
+def tracing(database: DatabaseConfig) -> list[PluginProtocol]:
+    """OpenTelemetry spans for every request and every statement (see ``service.tracing``)."""
+    try:
+        from service.tracing import tracing_plugins  # noqa: PLC0415
+    except ImportError as exc:
+        raise SettingsError(
+            "TRACING: needs the OpenTelemetry packages: pip install 'hero-service[otel]'"
+        ) from exc
+    return tracing_plugins(database.get_engine())
 
 
 app = create_app()

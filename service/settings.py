@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Log one JSON line per request: method, path, status, duration, request id."""
     metrics: bool = False
     """Serve Prometheus metrics at ``/metrics`` (needs the ``metrics`` extra)."""
+    tracing: bool = False
+    """Export OpenTelemetry traces, set up by the ``OTEL_*`` variables (needs the otel extra)."""
 
     @property
     def api_keys(self) -> list[str]:

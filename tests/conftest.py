@@ -15,6 +15,10 @@ import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
 from litestar import Litestar
 from litestar.testing import TestClient
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service.app import create_app
 from service.db import database_config
@@ -153,3 +157,22 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> Iterator[CapturedLogs]:
     logging.setLogRecordFactory(record)
     yield captured
     logging.setLogRecordFactory(make_record)
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """An in-memory exporter on the process's tracer provider, which apps with tracing on use."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def spans(span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    """The spans the test's apps finish; none from earlier tests."""
+    span_exporter.clear()
+    return span_exporter

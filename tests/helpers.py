@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -51,3 +55,15 @@ def direct_engine(database_url: str) -> sa.Engine:
     if url.get_backend_name() == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     return sa.create_engine(url)
+
+
+@contextmanager
+def held_write_lock(database: Path | str) -> Iterator[None]:
+    """Hold the write lock of the SQLite file ``database`` from another connection."""
+    locker = sqlite3.connect(database, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        yield
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
