@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from litestar import Litestar
 from litestar.testing import TestClient
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from service.app import create_app
+from service.heroes.queries import SELECT_HERO
+from service.models import Base, Hero
 from service.settings import Settings
+from service.sql import SqliteDatabase
+from service.tracing import trace_statements
 from tests.conftest import CapturedLogs
 from tests.helpers import Client, create, held_write_lock, new_hero
 
@@ -288,3 +297,49 @@ def test_tracing_on_from_the_environment_exports_to_the_configured_exporter(
     assert '"name": "GET /heroes/{hero_id}"' in exported
     assert '"service.name": "heroes-under-test"' in exported
     assert '"http.response.status_code": 404' in exported
+
+
+def test_a_read_that_waits_for_the_lock_in_a_thread_is_still_a_child_of_the_request(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    # In WAL mode (the service's) readers never wait for a lock, so the read that waits in a
+    # thread is driven on a file in rollback-journal mode, where an exclusive lock blocks them.
+    database = tmp_path / "journal.db"
+    engine = sa.create_engine(
+        f"sqlite:///{database}",
+        connect_args={"isolation_level": None, "check_same_thread": False},
+        hide_parameters=True,
+    )
+    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(sa.insert(Hero), {"name": "Waiting", "secret_name": "s" * 8})
+    trace_statements(engine, trace.get_tracer_provider())
+    db = SqliteDatabase(engine, busy_timeout_ms=5000, in_memory=False)
+    locker = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")
+    threading.Timer(0.3, locker.rollback).start()
+
+    async def request() -> Any:
+        with trace.get_tracer("test").start_as_current_span("request"):
+            return await db.fetch_one(SELECT_HERO, hero_id=1)
+
+    try:
+        row = asyncio.run(request())
+    finally:
+        locker.close()
+        engine.dispose()
+
+    assert row is not None
+    assert row[1] == "Waiting"
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    parent = finished.pop("request")
+    tried, waited = sorted(
+        (span for span in spans.get_finished_spans() if span is not parent),
+        key=lambda span: span.start_time or 0,
+    )
+    for span in (tried, waited):
+        assert span.parent is not None
+        assert span.parent.span_id == parent.context.span_id
+        assert statements([span]) == ["SELECT"]
+    assert tried.status.status_code is StatusCode.ERROR  # on the loop, without waiting
+    assert waited.status.status_code is StatusCode.UNSET  # in a thread, after the lock went
