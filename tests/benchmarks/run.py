@@ -19,6 +19,10 @@ The run fails if the service answered any request with an error.
 ``--memory-seconds N`` adds a resident-memory check: N seconds of mixed load on the service
 while its RSS is sampled.
 
+``--only ours ours-traced`` (or any selection with ``ours-traced``) also runs the service with
+``TRACING=true``, exporting its spans over OTLP/HTTP to a sink in this process that accepts and
+discards them, and reports the cost of tracing: requests per second with tracing off and on.
+
 Run it from the repository root: ``just bench`` or ``python -m tests.benchmarks.run --help``.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import http.server
 import importlib.util
 import json
 import os
@@ -37,6 +42,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -79,6 +85,7 @@ PACKAGES = (
     "uvicorn",
     "uvloop",
     "httptools",
+    "opentelemetry-sdk",
 )
 """Packages whose versions the report names."""
 
@@ -97,10 +104,29 @@ class App:
     table: str
     """The table its heroes are stored in, for bulk seeding."""
     create_status: int
+    plays: str = ""
+    """The app whose scenarios it runs, when it is a variant of one (default: itself)."""
+    environment: tuple[tuple[str, str], ...] = ()
+    """Settings of its own."""
+
+    @property
+    def role(self) -> str:
+        """The app whose scenarios it runs."""
+        return self.plays or self.key
 
 
 APPS = {
     "ours": App("ours", "ours", "service.app:app", "DATABASE_URL", "heroes", 201),
+    "ours-traced": App(
+        "ours-traced",
+        "ours, tracing on",
+        "service.app:app",
+        "DATABASE_URL",
+        "heroes",
+        201,
+        plays="ours",
+        environment=(("TRACING", "true"), ("OTEL_SERVICE_NAME", "hero-service-bench")),
+    ),
     "fastapi": App(
         "fastapi", "FastAPI", "tests.benchmarks.fastapi_app:app", "BENCH_DATABASE_URL", "hero", 200
     ),
@@ -113,6 +139,9 @@ APPS = {
         201,
     ),
 }
+
+PEERS = ("ours", "fastapi", "ceiling")
+"""The apps of the main table: the service, the tutorial app, the framework-free ceiling."""
 
 CREATE_BODY = '{"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30}'
 
@@ -278,8 +307,11 @@ def pinned(cpu: int | None, command: Sequence[str]) -> list[str]:
 class Server:
     """One app in its own uvicorn process, on its own SQLite file and port."""
 
-    def __init__(self, app: App, workdir: Path, cpu: int | None) -> None:
+    def __init__(
+        self, app: App, workdir: Path, cpu: int | None, environment: dict[str, str] | None = None
+    ) -> None:
         self.app = app
+        self.environment = {**dict(app.environment), **(environment or {})}
         self.database = workdir / f"{app.key}.db"
         self.log = workdir / f"{app.key}.log"
         self.port = free_port()
@@ -325,6 +357,7 @@ class Server:
             **os.environ,
             self.app.url_variable: f"sqlite:///{self.database}",
             "ACCESS_LOG": "false",
+            **self.environment,
         }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -461,9 +494,15 @@ def check_seeded(server: Server, rows: int) -> None:
 
 
 @contextlib.contextmanager
-def running(app: App, workdir: Path, rows: int, cpu: int | None) -> Iterator[Server]:
+def running(
+    app: App,
+    workdir: Path,
+    rows: int,
+    cpu: int | None,
+    environment: dict[str, str] | None = None,
+) -> Iterator[Server]:
     """The app serving ``rows`` seeded heroes; stopped on exit."""
-    server = Server(app, workdir, cpu)
+    server = Server(app, workdir, cpu, environment)
     try:
         if rows > SEED_THROUGH_API_MAX:
             seed_in_bulk(server, rows)
@@ -610,7 +649,7 @@ def results_table(run: Run) -> list[str]:
     ]
     c = run.args.connections
     for name in run.args.scenarios:
-        ours, peer, ceiling = (run.results.get((name, key)) for key in APPS)
+        ours, peer, ceiling = (run.results.get((name, key)) for key in PEERS)
         ratio = (
             f"{ours.requests_per_second / peer.requests_per_second:.2f}x"
             if ours and peer and peer.requests_per_second and not peer.hung
@@ -629,6 +668,29 @@ def results_table(run: Run) -> list[str]:
             f"({format_rps(ours, c)} of {format_rps(ceiling, c)} rps).",
         ]
     return lines
+
+
+def tracing_section(run: Run) -> list[str]:
+    """Ours with tracing off and on, per scenario, when both were measured."""
+    c = run.args.connections
+    rows = []
+    for name in run.args.scenarios:
+        off, on = (run.results.get((name, key)) for key in ("ours", "ours-traced"))
+        if off and on and off.requests_per_second:
+            rows.append(
+                f"| {name} | {format_rps(off, c)} | {format_rps(on, c)} "
+                f"| {on.requests_per_second / off.requests_per_second:.2f} "
+                f"| {format_latency(off)} | {format_latency(on)} |"
+            )
+    if not rows:
+        return []
+    return [
+        "Tracing (`TRACING=true`, every span exported over OTLP/HTTP to a local sink):",
+        "",
+        "| scenario | tracing off rps | tracing on rps | on / off | off p50 / p99 | on p50 / p99 |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def errors_section(run: Run) -> list[str]:
@@ -737,7 +799,13 @@ def report(run: Run) -> str:
         ]
     lines.append("")
     if run.results:
-        lines += [*results_table(run), "", *errors_section(run)]
+        tracing = tracing_section(run)
+        lines += [
+            *results_table(run),
+            "",
+            *([*tracing, ""] if tracing else []),
+            *errors_section(run),
+        ]
     if run.memory:
         lines += ["", *memory_section(run.memory)]
     return "\n".join(lines) + "\n"
@@ -759,6 +827,8 @@ def check_tools(apps: Sequence[str]) -> None:
         raise BenchmarkError(
             "The FastAPI peer needs the bench extra: pip install -e '.[bench]' (or `just bench`)."
         )
+    if "ours-traced" in apps and importlib.util.find_spec("opentelemetry") is None:
+        raise BenchmarkError("ours-traced needs the otel extra: pip install -e '.[otel]'")
 
 
 def measure(args: argparse.Namespace) -> Run:
@@ -774,12 +844,18 @@ def measure(args: argparse.Namespace) -> Run:
         workdir = Path(tmp)
         wrk = Wrk(workdir, args.connections, args.rows, wrk_cpu)
         servers = {}
+        environment = {}
+        if "ours-traced" in args.only:
+            sink = stack.enter_context(otlp_sink())
+            environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink
         for key in args.only:
             progress(f"starting {APPS[key].label} and seeding {args.rows:,} heroes")
-            servers[key] = stack.enter_context(running(APPS[key], workdir, args.rows, server_cpu))
+            servers[key] = stack.enter_context(
+                running(APPS[key], workdir, args.rows, server_cpu, environment)
+            )
         for name in args.scenarios:
             for key, server in servers.items():
-                if key not in SCENARIOS[name].apps:
+                if server.app.role not in SCENARIOS[name].apps:
                     continue
                 progress(
                     f"{name} on {server.app.label}: "
@@ -817,11 +893,36 @@ def measure_scenario(
             hung_in_warmup=warmup.hung,
             runs_lost_to_hangs=lost,
         )
-        if server.app.key == "ours" or not result.hung or lost == PEER_RETRIES:
+        if server.app.role == "ours" or not result.hung or lost == PEER_RETRIES:
             return result
         lost += 1
         connections = max(1, connections // 2)
         progress(f"  {server.app.label} hung: measuring again with {connections} connections")
+
+
+class _Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint on 127.0.0.1 that accepts every export and keeps nothing."""
+    server = http.server.ThreadingHTTPServer((HOST, 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def progress(message: str) -> None:
@@ -848,7 +949,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="scenarios to run (all); none with --memory-seconds runs only the memory check",
     )
     parser.add_argument(
-        "--only", nargs="+", choices=list(APPS), default=list(APPS), help="apps to run (all)"
+        "--only",
+        nargs="+",
+        choices=list(APPS),
+        default=list(PEERS),
+        help="apps to run (ours fastapi ceiling); ours-traced is ours with TRACING=true",
     )
     parser.add_argument(
         "--rows",
@@ -902,7 +1007,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours_errors = [
         f"{name}: {result.describe_errors()}"
         for (name, key), result in run.results.items()
-        if key == "ours" and result.errors
+        if APPS[key].role == "ours" and result.errors
     ]
     if run.memory and run.memory.load.errors:
         ours_errors.append(f"memory check: {run.memory.load.describe_errors()}")
