@@ -238,6 +238,7 @@ class SqliteDatabase(Database):
         self.engine = engine
         self.busy_timeout_ms = busy_timeout_ms
         self._reader: PoolProxiedConnection | None = None
+        self._traced_reader: sa.Connection | None = None
         # An in-memory database is one connection, with no other to wait for: nothing to move.
         self._writer = None if in_memory else SqliteWriter(engine)
 
@@ -258,13 +259,16 @@ class SqliteDatabase(Database):
 
     def _read(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         if traced(self.engine):
-            with self.engine.connect() as connection:
-                driver = connection.connection.driver_connection
-                _set_busy_timeout(driver, 0)
-                try:
-                    return _run_through_sqlalchemy(connection, statement, params)
-                finally:
-                    _set_busy_timeout(driver, self.busy_timeout_ms)
+            # A connection kept for traced reads, as _reader is for the others: checking one
+            # out and setting its busy timeout twice per read cost more than the read.
+            if self._traced_reader is None:
+                self._traced_reader = self.engine.connect()
+                _set_busy_timeout(self._traced_reader.connection.driver_connection, 0)
+            try:
+                return _run_through_sqlalchemy(self._traced_reader, statement, params)
+            except Exception:
+                self._traced_reader.rollback()
+                raise
         if self._reader is None:
             self._reader = self.engine.raw_connection()
             _set_busy_timeout(self._reader.driver_connection, 0)
@@ -286,6 +290,9 @@ class SqliteDatabase(Database):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._traced_reader is not None:
+            self._traced_reader.close()
+            self._traced_reader = None
 
 
 def _locked(exc: Exception) -> bool:
