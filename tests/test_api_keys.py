@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service.app import create_app
 from service.settings import Settings
@@ -96,3 +97,17 @@ def test_settings_repr_and_str_redact_the_keys_and_the_database_password() -> No
 
 def test_settings_repr_shows_an_unset_key_as_empty() -> None:
     assert "api_key=''" in repr(Settings())
+
+
+def test_keys_never_reach_the_spans(tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/h.db", api_key=f"{OLD_KEY},{NEW_KEY}", tracing=True
+    )
+    with TestClient[Litestar](create_app(settings)) as client:
+        for key in (OLD_KEY, NEW_KEY, OTHER_KEY):
+            client.post("/heroes", json=new_hero(), headers=bearer(key))
+
+    exported = [span.to_json() for span in spans.get_finished_spans()]
+    assert sum('"POST /heroes"' in span for span in exported) == 3
+    for key in (OLD_KEY, NEW_KEY, OTHER_KEY):
+        assert not [span for span in exported if key in span]
