@@ -82,7 +82,7 @@ def test_datetime_and_uuid_are_converted_both_ways(typed_table: str) -> None:
 
 def test_each_driver_gets_its_own_compiled_sql() -> None:
     sqlite = sa.create_engine("sqlite://").dialect
-    asyncpg = PGDialect_asyncpg()
+    asyncpg = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 
     assert "?" in SELECT_TYPED.compiled(sqlite).sql
     assert "$1" in SELECT_TYPED.compiled(asyncpg).sql
