@@ -10,11 +10,11 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Tag
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
+from service import docs
 from service.db import database_config, prepare_schema, provide_transaction
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
 from service.heroes import HeroController, link_new_hero
@@ -31,7 +31,7 @@ and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), w
 """
 
 
-UNLIMITED_PATHS = ["/health", "/metrics", "/schema"]
+UNLIMITED_PATHS = ["/health", "/metrics", "/schema", "/docs", "/redoc"]
 """Paths the rate limit leaves alone, so monitoring and docs keep working under a flood."""
 
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
-    handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
+    handlers: list[ControllerRouterHandler] = [HeroController, HealthController, docs.DocsAliases]
     middleware: list[Middleware] = []
     on_startup: list[LifespanHook] = [lambda: prepare_schema(database), link_new_hero]
     guards: list[Guard] = []
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         metrics = prometheus(settings)
         middleware.append(metrics.middleware)
         handlers.append(PrometheusController)
+    docs_pages = docs.render_plugins()
     app = ServiceApp(
         route_handlers=handlers,
         plugins=[SQLAlchemyPlugin(config=database)],
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ],
             use_handler_docstrings=True,
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(), RedocRenderPlugin()],
+            openapi_router=docs.router(docs_pages),
+            render_plugins=docs_pages,
         ),
     )
     app.access_log = settings.access_log
