@@ -175,6 +175,8 @@ def test_docs_page_renders_every_hero_operation_offline(
         started = time.monotonic()
         page.goto(f"{server.url}{path}")
         try:
+            assert watch.blocked == [], "the page reached beyond the service"
+            assert watch.console_errors == []
             for summary in SUMMARIES.values():
                 page.get_by_text(summary, exact=True).filter(visible=True).first.wait_for()
             page.wait_for_load_state("networkidle")
@@ -190,6 +192,8 @@ def test_swagger_try_it_out_creates_a_hero(browser: Browser, server: Server) -> 
         page.goto(f"{server.url}/schema/swagger")
         operation = page.locator("#operations-heroes-createHero")
         try:
+            assert watch.blocked == [], "the page reached beyond the service"
+            assert watch.console_errors == []
             operation.locator(".opblock-summary").click()
             operation.get_by_role("button", name="Try it out").click()
             body = json.loads(operation.locator("textarea.body-param__text").input_value())
