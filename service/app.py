@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
-    handlers: list[ControllerRouterHandler] = [HeroController, HealthController, docs.DocsAliases]
+    handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
     middleware: list[Middleware] = []
     on_startup: list[LifespanHook] = [lambda: prepare_schema(database), link_new_hero]
     guards: list[Guard] = []
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(PrometheusController)
     docs_pages = docs.render_plugins()
     app = ServiceApp(
-        route_handlers=handlers,
+        route_handlers=[*handlers, docs.DocsAliases],
         plugins=[SQLAlchemyPlugin(config=database)],
         on_startup=on_startup,
         dependencies={"transaction": Provide(provide_transaction)},
