@@ -23,6 +23,10 @@ test *args:
 openapi:
     python -m service.openapi openapi.json
 
+# Pin the docs pages' assets to these npm versions, e.g. `just docs-assets redoc@2.5.4` (needs npm)
+docs-assets +specs:
+    python tools/docs_assets.py {{specs}}
+
 # Lint and type-check
 lint:
     ruff check .

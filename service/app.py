@@ -11,12 +11,12 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Tag
 from litestar.plugins import PluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
+from service import docs
 from service.db import DatabaseConfig, database_config, open_database, prepare_schema
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
 from service.heroes.controller import HeroController, link_new_hero
@@ -34,7 +34,7 @@ and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), w
 """
 
 
-UNLIMITED_PATHS = ["/health", "/metrics", "/schema"]
+UNLIMITED_PATHS = ["/health", "/metrics", "/schema", "/docs", "/redoc"]
 """Paths the rate limit leaves alone, so monitoring and docs keep working under a flood."""
 
 
@@ -60,8 +60,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     plugins: list[PluginProtocol] = [SQLAlchemyPlugin(config=database)]
     if settings.tracing:
         plugins += tracing(database)
+    docs_pages = docs.render_plugins()
     app = ServiceApp(
-        route_handlers=handlers,
+        route_handlers=[*handlers, docs.DocsAliases],
         plugins=plugins,
         signature_namespace={"Database": Database},
         on_startup=on_startup,
@@ -84,7 +85,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ],
             use_handler_docstrings=True,
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(), RedocRenderPlugin()],
+            openapi_router=docs.router(docs_pages),
+            render_plugins=docs_pages,
         ),
     )
     app.access_log = settings.access_log

@@ -38,10 +38,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Largest request body accepted, in bytes; larger bodies get 413."""
     sqlite_busy_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
     """How long a SQLite writer waits for the write lock before the request gets 503."""
-    db_pool_size: PositiveInt = 5
-    """PostgreSQL connections each worker keeps open."""
-    db_max_overflow: Annotated[int, msgspec.Meta(ge=0)] = 10
-    """PostgreSQL connections a worker may open beyond the pool under load."""
+    db_pool_size: PositiveInt = 10
+    """PostgreSQL connections each worker keeps open; requests beyond them queue for one."""
+    db_max_overflow: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """PostgreSQL connections a worker may open beyond the pool under load (and close after)."""
     db_pool_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """Seconds a request waits for a pooled connection before it gets 503."""
     db_connect_timeout: PositiveInt = 5

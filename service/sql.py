@@ -378,11 +378,14 @@ class SqliteWriter:
     def _commit(
         self, connection: PoolProxiedConnection, batch: list[_Write]
     ) -> list[Sequence[Row] | Exception]:
-        driver = connection.driver_connection
-        if len(batch) == 1 or traced(self.engine):
-            return [self._alone(connection, write) for write in batch]
+        """Run ``batch`` in one transaction; the outcome of each write, in order."""
+        if traced(self.engine):
+            return [self._traced(write) for write in batch]
+        driver: Any = connection.driver_connection
         try:
-            driver.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            # IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it. A
+            # statement that starts reading and then writes would get SQLITE_BUSY at once.
+            driver.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [exc] * len(batch)
         outcomes: list[Sequence[Row] | Exception] = []
@@ -394,27 +397,41 @@ class SqliteWriter:
             except sqlite3.Error as exc:
                 outcomes.append(exc)
         try:
-            driver.execute("COMMIT")  # type: ignore[union-attr]
-        except sqlite3.Error:
-            if driver.in_transaction:  # type: ignore[union-attr]
-                driver.execute("ROLLBACK")  # type: ignore[union-attr]
-            return [self._alone(connection, write) for write in batch]
+            if not driver.in_transaction:  # an error undid the whole transaction, not one write
+                raise sqlite3.OperationalError("the group commit was rolled back")
+            driver.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+            if len(batch) == 1:
+                return [exc]
+            return [outcome for write in batch for outcome in self._commit(connection, [write])]
         return outcomes
 
-    def _alone(self, connection: PoolProxiedConnection, write: _Write) -> Sequence[Row] | Exception:
+    def _traced(self, write: _Write) -> Sequence[Row] | Exception:
+        """Run one write through ``Connection.execute``, so the engine's listeners see it.
+
+        It runs in the request's context, copied when the write was queued, so that its spans
+        are children of the request's.
+        """
         try:
-            if traced(self.engine):
-                if write.context is None:  # traced since the write was queued
-                    return self._through_sqlalchemy(write)
-                return write.context.run(self._through_sqlalchemy, write)
-            driver = connection.driver_connection
-            return _run_on_driver(self.engine.dialect, driver, write.statement, write.params)
+            if write.context is None:  # traced since the write was queued
+                return self._through_sqlalchemy(write)
+            return write.context.run(self._through_sqlalchemy, write)
         except Exception as exc:  # handed to the request that made the write
             return exc
 
     def _through_sqlalchemy(self, write: _Write) -> Sequence[Row]:
         with self.engine.connect() as connection:
-            return _run_through_sqlalchemy(connection, write.statement, write.params)
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                rows = connection.execute(write.statement.statement, write.params).all()
+                connection.exec_driver_sql("COMMIT")
+            except Exception:
+                if connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                    connection.exec_driver_sql("ROLLBACK")
+                raise
+            return rows
 
 
 def _settle(batch: list[_Write], outcomes: list[Sequence[Row] | Exception]) -> None:

@@ -17,6 +17,7 @@ import hypothesis
 import msgspec
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from litestar import Litestar
 from schemathesis import Case, CheckContext, Response
 from schemathesis.python.asgi import shutdown_lifespans
@@ -24,6 +25,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 from service.app import create_app
 from service.openapi import served_document
 from service.settings import Settings
+from tests.helpers import direct_engine
 
 SEED = 20240601
 
@@ -54,6 +56,14 @@ STATEFUL_SETTINGS = hypothesis.settings(
 )
 """A hundred scenarios of up to eight linked calls."""
 
+FIXED_DETAILS = {
+    404: "Hero not found",
+    409: "The database refused the write; nothing was stored.",
+    412: "The hero has changed since the ETag in If-Match was issued",
+    503: "The database is busy or unavailable; retry shortly.",
+}
+"""The ``detail`` of answers that say the same whatever the request."""
+
 SHORTEST_TELLING_SECRET = 8
 """Shorter secret names are too likely to turn up in an answer by chance to count as a leak."""
 
@@ -68,6 +78,10 @@ def secret_names_stay_secret(ctx: CheckContext, response: Response, case: Case[A
     sent = body.get("secret_name")
     if isinstance(sent, str) and len(sent) >= SHORTEST_TELLING_SECRET:
         shown = response.text + repr(response.headers)
+        if response.status_code in FIXED_DETAILS:
+            # The fuzzer reuses text from earlier answers: a secret name "Hero not found" is
+            # not shown by a 404 that always says so.
+            shown = shown.replace(FIXED_DETAILS[response.status_code], "")
         told_elsewhere = any(sent in str(v) for k, v in body.items() if k != "secret_name")
         assert told_elsewhere or sent not in shown, "The answer shows the secret name sent"
     return None
@@ -109,7 +123,30 @@ def test_every_operation_keeps_its_contract(case: Case[Any], fuzzed_app: Litesta
     case.call_and_validate(app=fuzzed_app)
 
 
-def test_linked_operations_keep_their_contract(fuzzed_app: Litestar) -> None:
+def test_linked_operations_keep_their_contract(fuzzed_app: Litestar, database_url: str) -> None:
     linked = schemathesis.openapi.from_asgi("/schema/openapi.json", fuzzed_app, config=config())
+    engine = direct_engine(database_url)
 
-    linked.as_state_machine().run(settings=STATEFUL_SETTINGS)
+    class FromNoHeroes(linked.as_state_machine()):  # type: ignore[misc]
+        """Each scenario starts with no heroes, so that replaying one sends the same requests.
+
+        Hypothesis replays and varies scenarios; with heroes left by the earlier ones, the same
+        steps would list other heroes and draw other ids, which it reports as a flaky test.
+        """
+
+        def setup(self) -> None:
+            remove_every_hero(engine)
+
+    try:
+        FromNoHeroes.run(settings=STATEFUL_SETTINGS)
+    finally:
+        engine.dispose()
+
+
+def remove_every_hero(engine: sa.Engine) -> None:
+    """Empty the heroes table and restart its ids, behind the app's back."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("DELETE FROM heroes")
+        else:
+            connection.exec_driver_sql("TRUNCATE heroes RESTART IDENTITY")

@@ -5,7 +5,8 @@ This is the "multiple models" version of FastAPI's "SQL (Relational) Databases" 
 users copy it: same models, same engine options, a session per request from a dependency
 with ``yield``, tables created on startup, no tuning. The one change: the database comes
 from ``BENCH_DATABASE_URL`` (default the tutorial's ``sqlite:///database.db``) so that each
-benchmark run has a file of its own.
+benchmark run has a file of its own, or a PostgreSQL database (``postgresql+psycopg://...``:
+the tutorial's ``check_same_thread`` argument is then left out, as its PostgreSQL note says).
 
 Serve it with ``uvicorn tests.benchmarks.fastapi_app:app``.
 """
@@ -43,7 +44,7 @@ class HeroUpdate(HeroBase):
 
 sqlite_url = os.environ.get("BENCH_DATABASE_URL", "sqlite:///database.db")
 
-connect_args = {"check_same_thread": False}
+connect_args = {"check_same_thread": False} if sqlite_url.startswith("sqlite") else {}
 engine = create_engine(sqlite_url, connect_args=connect_args)
 
 

@@ -1,14 +1,17 @@
 """Load benchmarks: the service against the FastAPI tutorial app and a framework-free ceiling.
 
 Each app runs in its own uvicorn process (one worker, uvloop, httptools, no access log) pinned
-to CPU 1, on a fresh SQLite file in a temporary directory, seeded with the same heroes. wrk,
-pinned to CPU 0, then drives each scenario against each app in turn, after a warm-up:
+to CPU 1, on a fresh SQLite file in a temporary directory (or, with ``--database postgresql``,
+a fresh PostgreSQL database of its own, dropped afterwards; the server's processes are not
+pinned), seeded with the same heroes. wrk, pinned to CPU 0, then drives each scenario against
+each app in turn, after a warm-up:
 
 - ``get-one``: ``GET /heroes/{id}`` for random ids of the seeded heroes;
 - ``list-20``: ``GET /heroes/?offset=0&limit=20``;
 - ``create``: ``POST /heroes/`` with a JSON body;
 - ``by-name``: ``GET /heroes/?name=...&limit=20`` for random seeded names (ours only: the
-  tutorial app and the ceiling have no filters).
+  tutorial app and the ceiling have no filters);
+- ``mixed``: 60% get one, 20% list, 10% create, 10% patch (ours only), for ``--workers``.
 
 The report (a markdown table of requests per second and latency, the service's fraction of the
 ceiling, and every error wrk saw) is printed and written to ``results/latest.md`` (not
@@ -44,12 +47,16 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import psycopg
+import sqlalchemy as sa
 
 from tests.live import free_port
 
@@ -58,9 +65,11 @@ HERE = Path(__file__).resolve().parent
 LATEST = HERE / "results" / "latest.md"
 
 
-def committed_report(rows: int) -> Path:
-    """The report kept in the repository for a run on ``rows`` heroes."""
-    return HERE / ("RESULTS.md" if rows == SEED_THROUGH_API_MAX else f"RESULTS-{rows}-rows.md")
+def committed_report(rows: int, database: str = "sqlite") -> Path:
+    """The report kept in the repository for a run on ``rows`` heroes in ``database``."""
+    parts = [] if database == "sqlite" else [database]
+    parts += [] if rows == SEED_THROUGH_API_MAX else [f"{rows}-rows"]
+    return HERE / ("-".join(["RESULTS", *parts]) + ".md")
 
 
 SEED_THROUGH_API_MAX = 1000
@@ -90,6 +99,10 @@ PACKAGES = (
 """Packages whose versions the report names."""
 
 INSTALL_WRK = "apt-get update && apt-get install -y wrk  (or run `just bench`, which does it)"
+POSTGRES_SERVER = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""The PostgreSQL server the ``--database postgresql`` runs create their databases on."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,8 @@ class App:
     table: str
     """The table its heroes are stored in, for bulk seeding."""
     create_status: int
+    postgres_scheme: str = "postgresql"
+    """How its URL names PostgreSQL: the tutorial app's SQLModel needs the driver spelt out."""
     plays: str = ""
     """The app whose scenarios it runs, when it is a variant of one (default: itself)."""
     environment: tuple[tuple[str, str], ...] = ()
@@ -128,7 +143,13 @@ APPS = {
         environment=(("TRACING", "true"), ("OTEL_SERVICE_NAME", "hero-service-bench")),
     ),
     "fastapi": App(
-        "fastapi", "FastAPI", "tests.benchmarks.fastapi_app:app", "BENCH_DATABASE_URL", "hero", 200
+        "fastapi",
+        "FastAPI",
+        "tests.benchmarks.fastapi_app:app",
+        "BENCH_DATABASE_URL",
+        "hero",
+        200,
+        postgres_scheme="postgresql+psycopg",
     ),
     "ceiling": App(
         "ceiling",
@@ -189,6 +210,7 @@ SCENARIOS = {
         Scenario(
             "by-name", "/", random_hero_script("/heroes/?limit=20&name=Hero%20"), apps=("ours",)
         ),
+        Scenario("mixed", "/", "{mixed}", apps=("ours",)),
     )
 }
 
@@ -214,6 +236,12 @@ request = function()
   end
 end
 """
+
+
+def mixed_script(rows: int) -> str:
+    """The mixed load's wrk script for ``rows`` seeded heroes."""
+    last_offset = max(0, min(rows, 1000) - 20)
+    return MIXED_SCRIPT.replace("{rows}", str(rows)).replace("{last_offset}", str(last_offset))
 
 
 class BenchmarkError(RuntimeError):
@@ -304,18 +332,92 @@ def pinned(cpu: int | None, command: Sequence[str]) -> list[str]:
     return [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *command]
 
 
+class Store:
+    """Where one app keeps its heroes for a run: a SQLite file, or a PostgreSQL database."""
+
+    def __init__(self, kind: str, app: App, workdir: Path) -> None:
+        self.kind = kind
+        self.app = app
+        self.path = workdir / f"{app.key}.db"
+        self.name = f"hero_bench_{app.key}_{uuid.uuid4().hex[:8]}"
+        if kind == "postgresql":
+            with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{self.name}"')
+
+    @property
+    def url(self) -> str:
+        """The app's database URL, as the app's own variable takes it."""
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.path}"
+        url = sa.make_url(POSTGRES_SERVER).set(drivername=self.app.postgres_scheme)
+        return url.set(database=self.name).render_as_string(hide_password=False)
+
+    def prepare(self) -> None:
+        """Migrate the service's PostgreSQL database, as an operator would before starting it."""
+        if self.kind == "postgresql" and self.app.role == "ours":
+            command = [sys.executable, "-m", "litestar", "--app", self.app.target]
+            subprocess.run(
+                [*command, "database", "upgrade", "--no-prompt"],
+                cwd=REPO,
+                env={**os.environ, "DATABASE_URL": self.url},
+                check=True,
+                capture_output=True,
+            )
+
+    def insert(self, rows: int) -> tuple[int, int]:
+        """Insert heroes 1..rows into the app's table; return the row count and the top id."""
+        table = self.app.table
+        batch = 100_000
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.path)) as connection, connection:
+                for first in range(1, rows + 1, batch):
+                    connection.executemany(
+                        f"INSERT INTO {table} (name, age, secret_name) VALUES (?, ?, ?)",
+                        _hero_rows(first, min(first + batch, rows + 1)),
+                    )
+                (count, top), *_ = connection.execute(f"SELECT count(*), max(id) FROM {table}")
+            return count, top
+        with psycopg.connect(self.url.replace(self.app.postgres_scheme, "postgresql", 1)) as pg:
+            with pg.cursor().copy(f"COPY {table} (name, age, secret_name) FROM STDIN") as copy:
+                for row in _hero_rows(1, rows + 1):
+                    copy.write_row(row)
+            pg.execute(f"ANALYZE {table}")
+            found = pg.execute(f"SELECT count(*), max(id) FROM {table}").fetchone()
+            assert found is not None
+            return found[0], found[1]
+
+    def drop(self) -> None:
+        """Drop the PostgreSQL database (a SQLite file goes with the run's directory)."""
+        if self.kind == "postgresql":
+            with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _hero_rows(first: int, end: int) -> Iterator[tuple[str, int | None, str]]:
+    for number in range(first, end):
+        h = hero(number)
+        yield h["name"], h["age"], h["secret_name"]
+
+
 class Server:
-    """One app in its own uvicorn process, on its own SQLite file and port."""
+    """One app in its own uvicorn process, on its own database and port."""
 
     def __init__(
-        self, app: App, workdir: Path, cpu: int | None, environment: dict[str, str] | None = None
+        self,
+        app: App,
+        store: Store,
+        workdir: Path,
+        cpu: int | None,
+        workers: int = 1,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.app = app
+        self.store = store
         self.environment = {**dict(app.environment), **(environment or {})}
-        self.database = workdir / f"{app.key}.db"
         self.log = workdir / f"{app.key}.log"
         self.port = free_port()
         self.cpu = cpu
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -350,12 +452,14 @@ class Server:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--workers",
+                str(self.workers),
             ],
         )
         # No access log for any app: uvicorn's is off, and so is the service's own.
         env = {
             **os.environ,
-            self.app.url_variable: f"sqlite:///{self.database}",
+            self.app.url_variable: self.store.url,
             "ACCESS_LOG": "false",
             **self.environment,
         }
@@ -467,15 +571,7 @@ def seed_in_bulk(server: Server, rows: int) -> None:
     """
     server.start()
     server.stop()
-    with contextlib.closing(sqlite3.connect(server.database)) as connection, connection:
-        batch = 100_000
-        for first in range(1, rows + 1, batch):
-            heroes = (hero(n) for n in range(first, min(first + batch, rows + 1)))
-            connection.executemany(
-                f"INSERT INTO {server.app.table} (name, age, secret_name) VALUES (?, ?, ?)",
-                ((h["name"], h["age"], h["secret_name"]) for h in heroes),
-            )
-        (count, top), *_ = connection.execute(f"SELECT count(*), max(id) FROM {server.app.table}")
+    count, top = server.store.insert(rows)
     if count != rows or top != rows:
         raise BenchmarkError(f"{server.app.label}: bulk seeding left {count} rows, ids up to {top}")
     server.start()
@@ -497,13 +593,18 @@ def check_seeded(server: Server, rows: int) -> None:
 def running(
     app: App,
     workdir: Path,
-    rows: int,
+    args: argparse.Namespace,
     cpu: int | None,
     environment: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    """The app serving ``rows`` seeded heroes; stopped on exit."""
-    server = Server(app, workdir, cpu, environment)
+    """The app serving ``args.rows`` seeded heroes on its own database; stopped on exit."""
+    rows = args.rows
+    store = Store(args.database, app, workdir)
+    server = Server(
+        app, store, workdir, cpu, args.workers if app.role == "ours" else 1, environment
+    )
     try:
+        store.prepare()
         if rows > SEED_THROUGH_API_MAX:
             seed_in_bulk(server, rows)
         else:
@@ -516,6 +617,7 @@ def running(
         raise
     finally:
         server.stop()
+        store.drop()
 
 
 class Wrk:
@@ -552,7 +654,11 @@ class Wrk:
         An app that no longer answers afterwards is restarted, so that one hang does not spoil
         the runs after it, and the result says it hung.
         """
-        script = scenario.script.replace("{rows}", str(self.rows)) if scenario.script else None
+        script = scenario.script
+        if script == "{mixed}":
+            script = mixed_script(self.rows)
+        elif script is not None:
+            script = script.replace("{rows}", str(self.rows))
         url = server.base_url + scenario.path
         command = self.command(url, seconds, script, scenario.name, connections)
         done = subprocess.run(
@@ -583,9 +689,7 @@ class MemoryCheck:
 
 def check_memory(server: Server, wrk: Wrk, seconds: float) -> MemoryCheck:
     """Sample the server's RSS every few seconds under ``seconds`` of mixed load."""
-    script = MIXED_SCRIPT.replace("{rows}", str(wrk.rows)).replace(
-        "{last_offset}", str(max(0, min(wrk.rows, 1000) - 20))
-    )
+    script = mixed_script(wrk.rows)
     before = server.rss_kib()
     command = wrk.command(server.base_url + "/", seconds, script, "mixed")
     samples: list[int] = []
@@ -772,7 +876,15 @@ def report(run: Run) -> str:
     """The whole report, in markdown."""
     args = run.args
     command = " ".join(["python -m tests.benchmarks.run", *args.argv])
-    seeding = "through the API" if args.rows <= SEED_THROUGH_API_MAX else "in bulk with sqlite3"
+    bulk = "in bulk with sqlite3" if args.database == "sqlite" else "in bulk with COPY"
+    seeding = "through the API" if args.rows <= SEED_THROUGH_API_MAX else bulk
+    store = (
+        "a fresh SQLite file each"
+        if args.database == "sqlite"
+        else f"a fresh PostgreSQL database each on {sa.make_url(POSTGRES_SERVER).host} "
+        "(the server's processes not pinned)"
+    )
+    workers = f"{args.workers} uvicorn workers for ours, one" if args.workers > 1 else "one"
     pinning = (
         f"server pinned to CPU {SERVER_CPU}, wrk to CPU {WRK_CPU}"
         if run.pinning
@@ -788,8 +900,8 @@ def report(run: Run) -> str:
         f"- Python {platform.python_version()}; {package_versions()}; "
         f"SQLite {sqlite3.sqlite_version}; {tool_version(['wrk', '-v'])}.",
         f"- Service at {service_revision()}.",
-        f"- {args.rows:,} heroes seeded {seeding}; one uvicorn worker per app (uvloop, "
-        "httptools, no access log), a fresh SQLite file each.",
+        f"- {args.rows:,} heroes seeded {seeding}; {workers} uvicorn worker per app (uvloop, "
+        f"httptools, no access log), {store}.",
     ]
     if args.scenarios:
         lines += [
@@ -851,7 +963,7 @@ def measure(args: argparse.Namespace) -> Run:
         for key in args.only:
             progress(f"starting {APPS[key].label} and seeding {args.rows:,} heroes")
             servers[key] = stack.enter_context(
-                running(APPS[key], workdir, args.rows, server_cpu, environment)
+                running(APPS[key], workdir, args, server_cpu, environment)
             )
         for name in args.scenarios:
             for key, server in servers.items():
@@ -962,6 +1074,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"heroes to seed ({SEED_THROUGH_API_MAX}); more than that are inserted with sqlite3",
     )
     parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help=f"where each app keeps its heroes (sqlite); postgresql: {POSTGRES_SERVER}",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers for ours (1; the peers get 1)"
+    )
+    parser.add_argument(
         "--memory-seconds",
         type=float,
         default=0,
@@ -1001,7 +1122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     LATEST.write_text(text)
     written = [LATEST]
     if not args.no_save:
-        written.append(committed_report(args.rows))
+        written.append(committed_report(args.rows, args.database))
         written[-1].write_text(text)
     progress(f"written to {' and '.join(str(path.relative_to(REPO)) for path in written)}")
     ours_errors = [

@@ -1,0 +1,358 @@
+"""A request waiting on the database never holds up the other requests of its worker.
+
+Each test serves the app with uvicorn (one worker, one event loop, in a thread of the test
+process), makes one request wait on a real second connection (the SQLite write lock, a
+PostgreSQL row lock, a statement that cannot finish, a pool whose connections are all taken, a
+server that does not answer the connect) and, while it waits, sends other requests over HTTP.
+Those must answer while the first is still waiting: an app that blocked its loop would answer
+them only after the wait ends, and these tests would fail. Nothing here is timed; the proof is
+the order in which the answers arrive. (Litestar's test clients run one request at a time, so
+they cannot show this.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from litestar import Litestar
+
+from service.app import create_app
+from service.settings import Settings
+from tests.helpers import assert_error, new_hero
+from tests.live import free_port
+
+AsyncClient = httpx.AsyncClient
+Write = Callable[[AsyncClient, int], Awaitable[httpx.Response]]
+
+WRITES: dict[str, Write] = {
+    "create": lambda client, _: client.post("/heroes", json=new_hero("Waiting")),
+    "update": lambda client, hero_id: client.patch(f"/heroes/{hero_id}", json={"age": 99}),
+    "delete": lambda client, hero_id: client.delete(f"/heroes/{hero_id}"),
+}
+SETTLE = 0.3
+"""Seconds given to the waiting request to reach the database before the others are sent."""
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Litestar, *, lifespan: bool = True) -> AsyncIterator[AsyncClient]:
+    """``app`` served by uvicorn in a thread, and an HTTP client for it."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="on" if lifespan else "off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join)
+
+
+class Observed:
+    """What the other requests got while the first one waited, and how that one ended."""
+
+    def __init__(self) -> None:
+        self.probes: dict[str, httpx.Response] = {}
+        self.probe_ms: dict[str, float] = {}
+        self.waiting_throughout = False
+        self.waited: httpx.Response | None = None
+
+    def check(self, *, waited_status: int) -> None:
+        """Every probe answered 200 while the first request was still waiting."""
+        print(
+            f"answered during the wait: { {k: round(v, 1) for k, v in self.probe_ms.items()} } ms"
+        )
+        for path, response in self.probes.items():
+            assert response.status_code == 200, (path, response.text)
+        assert self.waiting_throughout, "the waiting request finished before the others answered"
+        assert self.waited is not None
+        if waited_status >= 400:
+            assert_error(self.waited, waited_status)
+        else:
+            assert self.waited.status_code == waited_status, self.waited.text
+
+
+async def while_waiting(
+    client: AsyncClient,
+    wait: Awaitable[httpx.Response],
+    probes: list[str],
+    release: Callable[[], None] | None = None,
+) -> Observed:
+    """Start ``wait``, send the ``probes`` while it waits, then ``release`` it and let it end."""
+    observed = Observed()
+    waiting = asyncio.ensure_future(wait)
+    try:
+        await asyncio.sleep(SETTLE)
+        for path in probes:
+            started = time.perf_counter()
+            observed.probes[path] = await client.get(path)
+            observed.probe_ms[path] = (time.perf_counter() - started) * 1000
+        observed.waiting_throughout = not waiting.done()
+    finally:
+        if release is not None:
+            release()
+        observed.waited = await waiting
+    return observed
+
+
+def probes_for(hero: dict[str, Any]) -> list[str]:
+    """The liveness check, another hero, and a page of the list."""
+    return ["/health/live", f"/heroes/{hero['id']}", "/heroes?limit=5"]
+
+
+async def two_heroes(client: AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Create the hero that will wait and another one to read meanwhile."""
+    first = await client.post("/heroes", json=new_hero("Held"))
+    second = await client.post("/heroes", json=new_hero("Free"))
+    return first.json(), second.json()
+
+
+# SQLite ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'heroes.db'}", access_log=False)
+
+
+@contextlib.contextmanager
+def sqlite_write_lock(settings: Settings) -> Iterator[Callable[[], None]]:
+    """The write lock of the database, held by another connection until released."""
+    locker = sqlite3.connect(
+        sa.make_url(settings.database_url).database or "", isolation_level=None
+    )
+    locker.execute("BEGIN IMMEDIATE")
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            locker.execute("ROLLBACK")
+            released = True
+
+    try:
+        yield release
+    finally:
+        release()
+        locker.close()
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+def test_sqlite_write_waiting_for_the_lock_holds_up_no_other_request(
+    sqlite_settings: Settings, write: str
+) -> None:
+    async def scenario() -> Observed:
+        async with serving(create_app(sqlite_settings)) as client:
+            held, free = await two_heroes(client)
+            with sqlite_write_lock(sqlite_settings) as release:
+                wait = WRITES[write](client, held["id"])
+                return await while_waiting(client, wait, probes_for(free), release)
+
+    asyncio.run(scenario()).check(waited_status=201 if write == "create" else 200)
+
+
+def test_sqlite_writes_queued_behind_the_lock_hold_up_no_read(sqlite_settings: Settings) -> None:
+    async def scenario() -> tuple[Observed, list[httpx.Response]]:
+        async with serving(create_app(sqlite_settings)) as client:
+            _, free = await two_heroes(client)
+            with sqlite_write_lock(sqlite_settings) as release:
+                queued = [
+                    asyncio.ensure_future(client.post("/heroes", json=new_hero(f"Queued {n}")))
+                    for n in range(8)
+                ]
+                wait = client.post("/heroes", json=new_hero("Last"))
+                observed = await while_waiting(client, wait, probes_for(free), release)
+            return observed, list(await asyncio.gather(*queued))
+
+    observed, queued = asyncio.run(scenario())
+
+    observed.check(waited_status=201)
+    assert [response.status_code for response in queued] == [201] * 8
+
+
+def test_sqlite_write_that_outwaits_the_busy_timeout_is_503_and_holds_up_nothing(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'heroes.db'}",
+        access_log=False,
+        sqlite_busy_timeout_ms=1000,
+    )
+
+    async def scenario() -> Observed:
+        async with serving(create_app(settings)) as client:
+            _, free = await two_heroes(client)
+            with sqlite_write_lock(settings):
+                wait = client.post("/heroes", json=new_hero("Refused"))
+                # Released only after the busy timeout has run out.
+                return await while_waiting(client, wait, probes_for(free))
+
+    observed = asyncio.run(scenario())
+
+    observed.check(waited_status=503)
+
+
+# PostgreSQL --------------------------------------------------------------------------------
+
+
+def postgres_settings(url: str, **overrides: Any) -> Settings:
+    return Settings(database_url=url, access_log=False, **overrides)
+
+
+@contextlib.contextmanager
+def row_lock(url: str, hero_id: int) -> Iterator[Callable[[], None]]:
+    """A lock on one hero's row, held by another connection's transaction until released."""
+    locker = psycopg.connect(url)
+    locker.execute("SELECT id FROM heroes WHERE id = %s FOR UPDATE", (hero_id,))
+    try:
+        yield locker.rollback
+    finally:
+        locker.close()
+
+
+@pytest.mark.parametrize("write", ["update", "delete"])
+def test_postgres_write_waiting_for_a_row_lock_holds_up_no_other_request(
+    postgres_url: str, write: str
+) -> None:
+    async def scenario() -> Observed:
+        async with serving(create_app(postgres_settings(postgres_url))) as client:
+            held, free = await two_heroes(client)
+            with row_lock(postgres_url, held["id"]) as release:
+                wait = WRITES[write](client, held["id"])
+                probes = [*probes_for(free), f"/heroes/{held['id']}"]  # reads are not blocked
+                return await while_waiting(client, wait, probes, release)
+
+    asyncio.run(scenario()).check(waited_status=200)
+
+
+def test_postgres_statement_timeout_on_a_row_lock_is_503_and_holds_up_nothing(
+    postgres_url: str,
+) -> None:
+    settings = postgres_settings(postgres_url, db_statement_timeout_ms=1000)
+
+    async def scenario() -> Observed:
+        async with serving(create_app(settings)) as client:
+            held, free = await two_heroes(client)
+            with row_lock(postgres_url, held["id"]):
+                wait = client.patch(f"/heroes/{held['id']}", json={"age": 1})
+                return await while_waiting(client, wait, probes_for(free))
+
+    asyncio.run(scenario()).check(waited_status=503)
+
+
+@contextlib.contextmanager
+def slow_inserts(url: str) -> Iterator[Callable[[], None]]:
+    """Every INSERT into heroes runs until released: its trigger waits for an advisory lock."""
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute(
+            """CREATE FUNCTION wait_for_release() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$"""
+        )
+        setup.execute(
+            """CREATE TRIGGER slow_insert BEFORE INSERT ON heroes
+               FOR EACH ROW EXECUTE FUNCTION wait_for_release()"""
+        )
+    holder = psycopg.connect(url)
+    holder.execute("SELECT pg_advisory_xact_lock(4242)")
+    try:
+        yield holder.rollback
+    finally:
+        holder.close()
+        with psycopg.connect(url, autocommit=True) as cleanup:
+            cleanup.execute("DROP TRIGGER IF EXISTS slow_insert ON heroes")
+            cleanup.execute("DROP FUNCTION IF EXISTS wait_for_release")
+
+
+def test_postgres_statement_running_long_holds_up_no_other_request(postgres_url: str) -> None:
+    async def scenario() -> Observed:
+        async with serving(create_app(postgres_settings(postgres_url))) as client:
+            _, free = await two_heroes(client)
+            with slow_inserts(postgres_url) as release:
+                wait = client.post("/heroes", json=new_hero("Slow"))
+                return await while_waiting(client, wait, probes_for(free), release)
+
+    asyncio.run(scenario()).check(waited_status=201)
+
+
+def test_postgres_requests_queued_for_a_full_pool_hold_up_no_other_request(
+    postgres_url: str,
+) -> None:
+    settings = postgres_settings(postgres_url, db_pool_size=2, db_max_overflow=0)
+
+    async def scenario() -> tuple[Observed, list[httpx.Response]]:
+        async with serving(create_app(settings)) as client:
+            held, free = await two_heroes(client)
+            with row_lock(postgres_url, held["id"]) as release:
+                # Both pooled connections wait on the row lock; the read queues for one.
+                holders = [
+                    asyncio.ensure_future(client.patch(f"/heroes/{held['id']}", json={"age": n}))
+                    for n in (1, 2)
+                ]
+                wait = client.get(f"/heroes/{free['id']}")
+                observed = await while_waiting(client, wait, ["/health/live"], release)
+            return observed, list(await asyncio.gather(*holders))
+
+    observed, holders = asyncio.run(scenario())
+
+    observed.check(waited_status=200)
+    assert [response.status_code for response in holders] == [200, 200]
+
+
+class SilentServer:
+    """A port that accepts connections and never answers, like a host behind a dead route."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        for sock in [*self.accepted, self.listener]:
+            sock.close()
+
+
+def test_postgres_connect_that_never_answers_is_503_and_holds_up_nothing(
+    postgres_url: str,
+) -> None:
+    silent = SilentServer()
+    url = sa.make_url(postgres_url).set(port=silent.port)
+    unreachable = postgres_settings(url.render_as_string(hide_password=False), db_connect_timeout=1)
+    app = create_app(unreachable)
+
+    async def scenario() -> Observed:
+        # No lifespan: the app's startup would itself wait to check the schema, and fail.
+        async with serving(app, lifespan=False) as client:
+            return await while_waiting(client, client.get("/heroes/1"), ["/health/live"])
+
+    try:
+        observed = asyncio.run(scenario())
+    finally:
+        silent.close()
+
+    observed.check(waited_status=503)
