@@ -64,7 +64,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'heroes.db'}"
         return
-    url: str = request.getfixturevalue("postgres_url")
+    yield request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """The session's PostgreSQL database, with no heroes, emptied again after the test."""
+    url = postgres_url
     yield url
     engine = direct_engine(url)
     with engine.begin() as connection:

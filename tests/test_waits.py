@@ -232,12 +232,12 @@ def row_lock(url: str, hero_id: int) -> Iterator[Callable[[], None]]:
 
 @pytest.mark.parametrize("write", ["update", "delete"])
 def test_postgres_write_waiting_for_a_row_lock_holds_up_no_other_request(
-    postgres_url: str, write: str
+    postgres_database: str, write: str
 ) -> None:
     async def scenario() -> Observed:
-        async with serving(create_app(postgres_settings(postgres_url))) as client:
+        async with serving(create_app(postgres_settings(postgres_database))) as client:
             held, free = await two_heroes(client)
-            with row_lock(postgres_url, held["id"]) as release:
+            with row_lock(postgres_database, held["id"]) as release:
                 wait = WRITES[write](client, held["id"])
                 probes = [*probes_for(free), f"/heroes/{held['id']}"]  # reads are not blocked
                 return await while_waiting(client, wait, probes, release)
@@ -246,14 +246,14 @@ def test_postgres_write_waiting_for_a_row_lock_holds_up_no_other_request(
 
 
 def test_postgres_statement_timeout_on_a_row_lock_is_503_and_holds_up_nothing(
-    postgres_url: str,
+    postgres_database: str,
 ) -> None:
-    settings = postgres_settings(postgres_url, db_statement_timeout_ms=1000)
+    settings = postgres_settings(postgres_database, db_statement_timeout_ms=1000)
 
     async def scenario() -> Observed:
         async with serving(create_app(settings)) as client:
             held, free = await two_heroes(client)
-            with row_lock(postgres_url, held["id"]):
+            with row_lock(postgres_database, held["id"]):
                 wait = client.patch(f"/heroes/{held['id']}", json={"age": 1})
                 return await while_waiting(client, wait, probes_for(free))
 
@@ -283,11 +283,11 @@ def slow_inserts(url: str) -> Iterator[Callable[[], None]]:
             cleanup.execute("DROP FUNCTION IF EXISTS wait_for_release")
 
 
-def test_postgres_statement_running_long_holds_up_no_other_request(postgres_url: str) -> None:
+def test_postgres_statement_running_long_holds_up_no_other_request(postgres_database: str) -> None:
     async def scenario() -> Observed:
-        async with serving(create_app(postgres_settings(postgres_url))) as client:
+        async with serving(create_app(postgres_settings(postgres_database))) as client:
             _, free = await two_heroes(client)
-            with slow_inserts(postgres_url) as release:
+            with slow_inserts(postgres_database) as release:
                 wait = client.post("/heroes", json=new_hero("Slow"))
                 return await while_waiting(client, wait, probes_for(free), release)
 
@@ -295,14 +295,14 @@ def test_postgres_statement_running_long_holds_up_no_other_request(postgres_url:
 
 
 def test_postgres_requests_queued_for_a_full_pool_hold_up_no_other_request(
-    postgres_url: str,
+    postgres_database: str,
 ) -> None:
-    settings = postgres_settings(postgres_url, db_pool_size=2, db_max_overflow=0)
+    settings = postgres_settings(postgres_database, db_pool_size=2, db_max_overflow=0)
 
     async def scenario() -> tuple[Observed, list[httpx.Response]]:
         async with serving(create_app(settings)) as client:
             held, free = await two_heroes(client)
-            with row_lock(postgres_url, held["id"]) as release:
+            with row_lock(postgres_database, held["id"]) as release:
                 # Both pooled connections wait on the row lock; the read queues for one.
                 holders = [
                     asyncio.ensure_future(client.patch(f"/heroes/{held['id']}", json={"age": n}))
@@ -338,10 +338,10 @@ class SilentServer:
 
 
 def test_postgres_connect_that_never_answers_is_503_and_holds_up_nothing(
-    postgres_url: str,
+    postgres_database: str,
 ) -> None:
     silent = SilentServer()
-    url = sa.make_url(postgres_url).set(port=silent.port)
+    url = sa.make_url(postgres_database).set(port=silent.port)
     unreachable = postgres_settings(url.render_as_string(hide_password=False), db_connect_timeout=1)
     app = create_app(unreachable)
 
