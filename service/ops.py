@@ -17,9 +17,11 @@ from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
 from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
+from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 from sqlalchemy.orm import Session
 
 from service.errors import documented_errors
+from service.proxies import TrustedProxies
 from service.schemas import Error
 from service.settings import Settings
 
@@ -80,12 +82,14 @@ class ServiceApp(Litestar):
     Each request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
     one), returned in ``X-Request-ID`` beside the security headers, and one JSON line in the
     access log. A request for a host not in ``served_hosts`` gets 400 in the ``Error`` shape.
-    An answer to ``OPTIONS`` lists every method of its path in ``Allow``: Litestar 2.25 lists
-    only those of the first handler registered on the path (``OPTIONS, POST`` on /heroes).
+    An answer to ``OPTIONS`` (or a 405) lists every method of its path in ``Allow``: Litestar
+    2.25 lists only those of the first handler registered on the path (``OPTIONS, POST`` on
+    /heroes). ``HEAD`` is answered wherever ``GET`` is, as a ``GET`` without its body.
     """
 
     access_log: bool = True
     served_hosts: tuple[str, ...] = ("*",)
+    proxies: TrustedProxies = TrustedProxies("")
 
     async def __call__(
         self,
@@ -102,19 +106,37 @@ class ServiceApp(Litestar):
         started = time.perf_counter()
         request_id = _request_id(http_scope)
         status = 500
+        method = http_scope["method"]
+        peer = (http_scope.get("client") or (None, 0))[0]
+        client = self.proxies.client(http_scope) if self.proxies else peer
+        if method == "HEAD" or client != peer:
+            # HEAD is served as GET with the body left out (RFC 9110, 9.3.2); the client
+            # address behind trusted proxies replaces the peer's for every layer below.
+            http_scope = cast(
+                "HTTPScope",
+                {
+                    **http_scope,
+                    "method": "GET" if method == "HEAD" else method,
+                    "client": (client, 0) if client != peer else http_scope.get("client"),
+                },
+            )
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", ())
-                if http_scope["method"] == "OPTIONS" and "path_template" in http_scope:
+                if method == "OPTIONS" and "path_template" in http_scope:
                     headers = self._allow_every_method(headers, http_scope["path_template"])
+                elif status == HTTP_405_METHOD_NOT_ALLOWED:
+                    headers = [(k, _with_head(v) if k == b"allow" else v) for k, v in headers]
                 message["headers"] = [
                     *headers,
                     (b"x-request-id", request_id),
                     *SECURITY_HEADERS,
                 ]
+            elif method == "HEAD" and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await http_send(message)
 
         try:
@@ -127,11 +149,12 @@ class ServiceApp(Litestar):
                 access_logger.info(
                     msgspec.json.encode(
                         {
-                            "method": http_scope["method"],
+                            "method": method,
                             "path": http_scope["path"],
                             "status": status,
                             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                             "request_id": request_id.decode(),
+                            "client": client,
                         }
                     ).decode()
                 )
@@ -139,7 +162,9 @@ class ServiceApp(Litestar):
     @cached_property
     def _methods_by_path(self) -> dict[str, bytes]:
         return {
-            route.path_format: ", ".join(sorted(route.methods)).encode()
+            route.path_format: ", ".join(
+                sorted(route.methods | ({"HEAD"} if "GET" in route.methods else set()))
+            ).encode()
             for route in self.routes
             if isinstance(route, HTTPRoute)
         }
@@ -172,6 +197,12 @@ def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
         name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
         for pattern in allowed
     )
+
+
+def _with_head(allow: bytes) -> bytes:
+    """An ``Allow`` value with ``HEAD`` added beside ``GET``."""
+    methods = [m.strip() for m in allow.split(b",")]
+    return b", ".join([*methods, b"HEAD"]) if b"GET" in methods else allow
 
 
 def _request_id(scope: HTTPScope) -> bytes:

@@ -58,7 +58,13 @@ def test_access_log_has_one_json_line_per_request(
     assert len(lines) == 1
     line = lines[0]
     assert line.pop("duration_ms") >= 0
-    assert line == {"method": "GET", "path": "/heroes/12345", "status": 404, "request_id": "abc"}
+    assert line == {
+        "method": "GET",
+        "path": "/heroes/12345",
+        "status": 404,
+        "request_id": "abc",
+        "client": "testclient",
+    }
 
 
 @pytest.fixture
