@@ -2,8 +2,8 @@
 
 ``python -m service [serve] [--workers N] ...`` serves (one worker by default; N processes share
 the port). The server does not announce itself (no ``server`` header) and leaves the access log
-to the service's JSON log. On SIGTERM it stops accepting connections, lets the requests in
-flight finish (up to ``--timeout-graceful-shutdown`` seconds) and exits.
+to the service's JSON log. On SIGTERM it stops accepting connections, answers the requests
+already sent (up to ``--timeout-graceful-shutdown`` seconds) and exits (see service/serving.py).
 
 ``python -m service backup PATH`` copies the SQLite database at ``DATABASE_URL`` to ``PATH``
 while the service keeps serving.
@@ -12,15 +12,12 @@ while the service keeps serving.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
+from service import serving
 from service.backup import BackupError, backup
 from service.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from service.settings import Settings, SettingsError
@@ -89,36 +86,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
     )
     try:
-        if config.workers > 1:
-            Supervisor(config, sockets=[config.bind_socket()]).run()
-        else:
-            server = uvicorn.Server(config)
-            server.run()
-            if not server.started:
-                sys.exit(3)  # uvicorn's STARTUP_FAILURE
+        serving.run(config)
     except KeyboardInterrupt:
         pass
     finally:
         remove_multiprocess_dir(metrics_dir)
-
-
-class Supervisor(Multiprocess):
-    """uvicorn's supervisor of worker processes, which stops listening as soon as it is told to.
-
-    uvicorn's keeps the listening socket open until every worker has finished, so connections
-    made during a graceful shutdown wait in the kernel's queue, unanswered, and are then reset.
-    Closed at once, new connections are refused cleanly, and a load balancer moves on.
-    """
-
-    def __init__(self, config: uvicorn.Config, sockets: list[Any]) -> None:
-        super().__init__(config, sockets=sockets)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._stop_listening)
-
-    def _stop_listening(self, sig: int, _frame: FrameType | None) -> None:
-        for sock in self.sockets:
-            sock.close()
-        self.signal_queue.append(sig)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from functools import cached_property
@@ -44,6 +45,8 @@ access_logger = logging.getLogger("service.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """Request ids a client may choose; anything else is replaced, so it cannot forge log lines."""
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+SHUTTING_DOWN = threading.Event()
+"""Set when the server begins a graceful shutdown: answers then close their connection."""
 
 
 class Health(msgspec.Struct):
@@ -134,6 +137,7 @@ class ServiceApp(Litestar):
                     *headers,
                     (b"x-request-id", request_id),
                     *SECURITY_HEADERS,
+                    *([(b"connection", b"close")] if SHUTTING_DOWN.is_set() else []),
                 ]
             elif method == "HEAD" and message["type"] == "http.response.body":
                 message = {**message, "body": b""}
