@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,18 +40,34 @@ def free_port() -> int:
 class Server:
     """``python -m service`` running in a subprocess on a free local port."""
 
-    def __init__(self, database_url: str, *, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self, database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+    ) -> None:
+        """Start the server; with ``log``, its stderr (access log included) goes to that file."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         command = [sys.executable, "-m", "service", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            [*command, "--workers", str(workers)],
-            env={**os.environ, "DATABASE_URL": database_url, "ACCESS_LOG": "false", **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        with ExitStack() as files:
+            stderr = subprocess.PIPE if log is None else files.enter_context(log.open("ab"))
+            self.process = subprocess.Popen(
+                [*command, "--workers", str(workers)],
+                env={**os.environ, "DATABASE_URL": database_url, "ACCESS_LOG": "false", **env},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         self.wait_until_ready()
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a server started with several workers."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()]
+        return [
+            pid
+            for pid in pids
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        ]
 
     def wait_until_ready(self, timeout: float = 30.0) -> None:
         """Block until ``/health/ready`` answers 200; fail with the server's output if it dies."""
@@ -58,7 +75,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 _, err = self.process.communicate()
-                raise RuntimeError(f"server exited with {self.process.returncode}: {err.decode()}")
+                output = err.decode() if err else self.log.read_text() if self.log else ""
+                raise RuntimeError(f"server exited with {self.process.returncode}: {output}")
             try:
                 if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
                     return
@@ -86,9 +104,11 @@ class Server:
 
 
 @contextmanager
-def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[Server]:
+def running_server(
+    database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+) -> Iterator[Server]:
     """A server for the duration of the ``with`` block."""
-    server = Server(database_url, workers=workers, **env)
+    server = Server(database_url, workers=workers, log=log, **env)
     try:
         yield server
     finally:
