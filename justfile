@@ -1,5 +1,8 @@
 # The front door: `just` lists the recipes.
 
+# Recipes run in the project's virtual environment (.venv) when there is one, activated or not.
+export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
+
 default:
     @just --list
 
@@ -18,6 +21,10 @@ migrate:
 # Run the test suite (PostgreSQL tests run when the server on 127.0.0.1:5432 answers)
 test *args:
     python -m pytest {{args}}
+
+# Copy the SQLite database at DATABASE_URL to PATH while the service runs (never overwrites)
+backup path:
+    python -m service backup {{path}}
 
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
 openapi:
@@ -42,6 +49,22 @@ fmt:
 load workers="1" seconds="30" database_url="sqlite:///load.db":
     rm -f load.db load.db-wal load.db-shm
     python -m tests.live --workers {{workers}} --seconds {{seconds}} --database-url {{database_url}}
+
+# Pin every dependency of the dev install, as a fresh venv resolves it today, in constraints.txt
+lock:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="$(mktemp -d)"
+    trap 'rm -rf "$venv"' EXIT
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e ".[dev]"
+    {
+        echo "# Every dependency of the dev install, pinned: written by 'just lock', installed by CI"
+        echo "# and the Quick start with 'pip install -c constraints.txt -e \".[dev]\"'."
+        "$venv/bin/python" -m pip freeze --exclude-editable
+    } > constraints.txt
+    echo "wrote constraints.txt"
 
 # Load benchmarks against the FastAPI tutorial app and a framework-free ceiling (installs wrk)
 bench *args:

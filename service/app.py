@@ -9,18 +9,19 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
 from litestar.plugins import PluginProtocol
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
 from service import docs
 from service.db import DatabaseConfig, database_config, open_database, prepare_schema
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
 from service.heroes.controller import HeroController, link_new_hero
+from service.limits import rate_limit
+from service.metrics import prometheus
 from service.ops import HealthController, ServiceApp, logging_config
+from service.proxies import TrustedProxies
 from service.security import api_key_guard, document_api_key
 from service.settings import Settings, SettingsError, comma_list
 from service.sql import Database
@@ -46,17 +47,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
     handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
     middleware: list[Middleware] = []
     on_startup: list[LifespanHook] = [partial(prepare_schema, database), link_new_hero]
+    on_shutdown: list[LifespanHook] = [db.close]
     guards: list[Guard] = []
+    proxies = TrustedProxies(settings.forwarded_allow_ips)
     if settings.api_keys:
         guards.append(api_key_guard(settings.api_keys))
         on_startup.append(document_api_key)
-    if settings.rate_limit_per_minute:
-        limit = RateLimitConfig(("minute", settings.rate_limit_per_minute), exclude=UNLIMITED_PATHS)
-        middleware.append(limit.middleware)
+    # The first middleware is the outermost: metrics count every answer, 429s included.
     if settings.metrics:
-        metrics = prometheus(settings)
-        middleware.append(metrics.middleware)
-        handlers.append(PrometheusController)
+        metrics_middleware, metrics_controller = prometheus()
+        middleware.append(metrics_middleware)
+        handlers.append(metrics_controller)
+    if settings.rate_limit_per_minute:
+        limit, counter = rate_limit(settings, exclude=UNLIMITED_PATHS)
+        middleware.append(limit)
+        on_shutdown.append(counter.close)
     plugins: list[PluginProtocol] = [SQLAlchemyPlugin(config=database)]
     if settings.tracing:
         plugins += tracing(database)
@@ -66,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=plugins,
         signature_namespace={"Database": Database},
         on_startup=on_startup,
-        on_shutdown=[db.close],
+        on_shutdown=on_shutdown,
         dependencies={"db": Provide(lambda: db, use_cache=True, sync_to_thread=False)},
         guards=guards,
         middleware=middleware,
@@ -90,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     app.access_log = settings.access_log
+    app.proxies = proxies
     app.served_hosts = tuple(host.lower() for host in comma_list(settings.allowed_hosts))
     return app
 
@@ -102,17 +108,6 @@ def cors(settings: Settings) -> CORSConfig | None:
     """Cross-origin access for the origins in ``CORS_ALLOW_ORIGINS``, if any."""
     origins = comma_list(settings.cors_allow_origins)
     return CORSConfig(allow_origins=origins, expose_headers=EXPOSED) if origins else None
-
-
-def prometheus(settings: Settings) -> PrometheusConfig:
-    """Request counts and latency histograms per route, for ``/metrics``."""
-    try:
-        import prometheus_client  # noqa: F401, PLC0415
-    except ImportError as exc:
-        raise SettingsError(
-            "METRICS: needs the prometheus-client package: pip install 'hero-service[metrics]'"
-        ) from exc
-    return PrometheusConfig(app_name="hero_service", prefix="hero_service", group_path=True)
 
 
 def tracing(database: DatabaseConfig) -> list[PluginProtocol]:

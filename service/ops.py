@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from functools import cached_property
@@ -16,9 +17,11 @@ from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
 from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
+from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 
 from service.errors import REQUEST_ID_KEY, TRACE_ID_KEY, documented_errors
 from service.heroes.queries import SELECT_ONE
+from service.proxies import TrustedProxies
 from service.schemas import Error
 from service.settings import Settings
 from service.sql import Database
@@ -43,6 +46,8 @@ access_logger = logging.getLogger("service.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """Request ids a client may choose; anything else is replaced, so it cannot forge log lines."""
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+SHUTTING_DOWN = threading.Event()
+"""Set when the server begins a graceful shutdown: answers then close their connection."""
 
 
 class Health(msgspec.Struct):
@@ -81,12 +86,14 @@ class ServiceApp(Litestar):
     one), returned in ``X-Request-ID`` beside the security headers, and one JSON line in the
     access log (with the trace id too when tracing is on). A request for a host not in
     ``served_hosts`` gets 400 in the ``Error`` shape.
-    An answer to ``OPTIONS`` lists every method of its path in ``Allow``: Litestar 2.25 lists
-    only those of the first handler registered on the path (``OPTIONS, POST`` on /heroes).
+    An answer to ``OPTIONS`` (or a 405) lists every method of its path in ``Allow``: Litestar
+    2.25 lists only those of the first handler registered on the path (``OPTIONS, POST`` on
+    /heroes). ``HEAD`` is answered wherever ``GET`` is, as a ``GET`` without its body.
     """
 
     access_log: bool = True
     served_hosts: tuple[str, ...] = ("*",)
+    proxies: TrustedProxies = TrustedProxies("")
 
     async def __call__(
         self,
@@ -104,19 +111,38 @@ class ServiceApp(Litestar):
         request_id = _request_id(http_scope)
         http_scope[REQUEST_ID_KEY] = request_id  # type: ignore[literal-required]
         status = 500
+        method = http_scope["method"]
+        peer = (http_scope.get("client") or (None, 0))[0]
+        client = self.proxies.client(http_scope) if self.proxies else peer
+        if method == "HEAD" or client != peer:
+            # HEAD is served as GET with the body left out (RFC 9110, 9.3.2); the client
+            # address behind trusted proxies replaces the peer's for every layer below.
+            http_scope = cast(
+                "HTTPScope",
+                {
+                    **http_scope,
+                    "method": "GET" if method == "HEAD" else method,
+                    "client": (client, 0) if client != peer else http_scope.get("client"),
+                },
+            )
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", ())
-                if http_scope["method"] == "OPTIONS" and "path_template" in http_scope:
+                if method == "OPTIONS" and "path_template" in http_scope:
                     headers = self._allow_every_method(headers, http_scope["path_template"])
+                elif status == HTTP_405_METHOD_NOT_ALLOWED:
+                    headers = [(k, _with_head(v) if k == b"allow" else v) for k, v in headers]
                 message["headers"] = [
                     *headers,
                     (b"x-request-id", request_id),
                     *SECURITY_HEADERS,
+                    *([(b"connection", b"close")] if SHUTTING_DOWN.is_set() else []),
                 ]
+            elif method == "HEAD" and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await http_send(message)
 
         try:
@@ -129,11 +155,12 @@ class ServiceApp(Litestar):
                 access_logger.info(
                     msgspec.json.encode(
                         {
-                            "method": http_scope["method"],
+                            "method": method,
                             "path": http_scope["path"],
                             "status": status,
                             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                             "request_id": request_id.decode(),
+                            "client": client,
                             **_trace_id(http_scope),
                         }
                     ).decode()
@@ -149,7 +176,9 @@ class ServiceApp(Litestar):
     @cached_property
     def _methods_by_path(self) -> dict[str, bytes]:
         return {
-            route.path_format: ", ".join(sorted(route.methods)).encode()
+            route.path_format: ", ".join(
+                sorted(route.methods | ({"HEAD"} if "GET" in route.methods else set()))
+            ).encode()
             for route in self.routes
             if isinstance(route, HTTPRoute)
         }
@@ -187,6 +216,12 @@ def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
 def _trace_id(scope: HTTPScope) -> dict[str, str]:
     trace_id = scope.get(TRACE_ID_KEY)
     return {"trace_id": trace_id} if isinstance(trace_id, str) else {}
+
+
+def _with_head(allow: bytes) -> bytes:
+    """An ``Allow`` value with ``HEAD`` added beside ``GET``."""
+    methods = [m.strip() for m in allow.split(b",")]
+    return b", ".join([*methods, b"HEAD"]) if b"GET" in methods else allow
 
 
 def _request_id(scope: HTTPScope) -> bytes:

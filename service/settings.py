@@ -54,6 +54,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     Never shown: ``repr(settings)`` redacts it."""
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Requests a client (by IP) may make per minute, health checks aside; 0 turns the limit off."""
+    redis_url: str = ""
+    """``redis://host:6379/0``: the rate limit is counted there, shared by every worker and host.
+
+    Empty: each worker counts on its own (needs the ``redis`` extra when set).
+    """
+    redis_key_prefix: str = "hero-service:rate-limit"
+    """Prefix of the rate limit's keys in Redis, so that several services can share one server."""
+    forwarded_allow_ips: str = ""
+    """Comma-separated proxy addresses or networks whose ``X-Forwarded-For`` is believed.
+
+    Empty: none, the client is the peer of the connection; ``*``: every peer.
+    """
     allowed_hosts: str = "*"
     """Comma-separated host names to answer (``*.example.com`` works); other hosts get 400."""
     cors_allow_origins: str = ""

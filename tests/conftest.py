@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
 import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
 from litestar import Litestar
@@ -31,6 +32,8 @@ POSTGRES_SERVER = os.environ.get(
 )
 """The PostgreSQL server the tests create their throwaway database on."""
 IN_CI = os.environ.get("CI", "").lower() == "true"
+REDIS_SERVER = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The Redis server the rate limit tests count in, under a key prefix of their own."""
 
 
 def _postgres_unreachable() -> str | None:
@@ -56,6 +59,31 @@ def postgres_url() -> Iterator[str]:
     yield url
     with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server; the test is skipped when none answers, but fails in CI."""
+    try:
+        with redis.Redis.from_url(REDIS_SERVER, socket_connect_timeout=3) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis at {REDIS_SERVER} is not reachable: {exc}"
+        if IN_CI:
+            pytest.fail(f"CI must test the shared rate limit too. {reason}")
+        pytest.skip(reason)
+    return REDIS_SERVER
+
+
+@pytest.fixture
+def redis_key_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of the test's own, so that parallel runs never share a count; cleaned up."""
+    prefix = f"hero-test:{uuid.uuid4().hex[:12]}"
+    yield prefix
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -15,10 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,28 +41,56 @@ def free_port() -> int:
 class Server:
     """``python -m service`` running in a subprocess on a free local port."""
 
-    def __init__(self, database_url: str, *, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self, database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+    ) -> None:
+        """Start the server; with ``log``, its stderr (access log included) goes to that file."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        # Read to know when every worker has started, so never a pipe that could fill up.
+        self.own_log = log is None
+        self.log = log or Path(tempfile.mkstemp(prefix="hero-server-", suffix=".log")[1])
         command = [sys.executable, "-m", "service", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            [*command, "--workers", str(workers)],
-            env={**os.environ, "DATABASE_URL": database_url, "ACCESS_LOG": "false", **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        with self.log.open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [*command, "--workers", str(workers)],
+                env={**os.environ, "DATABASE_URL": database_url, "ACCESS_LOG": "false", **env},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         self.wait_until_ready()
 
-    def wait_until_ready(self, timeout: float = 30.0) -> None:
-        """Block until ``/health/ready`` answers 200; fail with the server's output if it dies."""
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a server started with several workers."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()]
+        return [
+            pid
+            for pid in pids
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        ]
+
+    def wait_until_ready(self, timeout: float = 60.0, started: int | None = None) -> None:
+        """Block until every worker has started and ``/health/ready`` answers 200.
+
+        ``started``: how many "startup complete" lines the log must hold (default: one per
+        worker). Fails with the server's output if it dies.
+        """
+        started = self.workers if started is None else started
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                _, err = self.process.communicate()
-                raise RuntimeError(f"server exited with {self.process.returncode}: {err.decode()}")
+                self.process.wait()
+                output = self.log.read_text(errors="replace")
+                raise RuntimeError(f"server exited with {self.process.returncode}: {output}")
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                if (
+                    self.log.read_text(errors="replace").count("Application startup complete")
+                    >= started
+                    and httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
+                ):
                     return
             except httpx.TransportError:
                 pass
@@ -72,6 +102,8 @@ class Server:
         """SIGKILL the server and all its workers: a crash, no shutdown code runs."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+        if self.own_log:
+            self.log.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Shut the server down gracefully (SIGTERM), or kill it if it does not stop."""
@@ -81,14 +113,16 @@ class Server:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self.process.stderr:
-            self.process.stderr.close()
+        if self.own_log:
+            self.log.unlink(missing_ok=True)
 
 
 @contextmanager
-def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[Server]:
+def running_server(
+    database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+) -> Iterator[Server]:
     """A server for the duration of the ``with`` block."""
-    server = Server(database_url, workers=workers, **env)
+    server = Server(database_url, workers=workers, log=log, **env)
     try:
         yield server
     finally:

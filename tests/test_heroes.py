@@ -196,16 +196,22 @@ def test_unsupported_method_is_405_of_the_error_shape(client: Client) -> None:
     response = client.put("/heroes/1", json=new_hero())
 
     assert_error(response, 405)
-    assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH", "DELETE", "OPTIONS"}
+    assert set(response.headers["allow"].split(", ")) == {
+        "GET",
+        "HEAD",
+        "PATCH",
+        "DELETE",
+        "OPTIONS",
+    }
 
 
 @pytest.mark.parametrize(
     ("path", "methods"),
     [
-        ("/heroes", "GET, OPTIONS, POST"),
-        ("/heroes/", "GET, OPTIONS, POST"),
-        ("/heroes/1", "DELETE, GET, OPTIONS, PATCH"),
-        ("/heroes/1/", "DELETE, GET, OPTIONS, PATCH"),
+        ("/heroes", "GET, HEAD, OPTIONS, POST"),
+        ("/heroes/", "GET, HEAD, OPTIONS, POST"),
+        ("/heroes/1", "DELETE, GET, HEAD, OPTIONS, PATCH"),
+        ("/heroes/1/", "DELETE, GET, HEAD, OPTIONS, PATCH"),
     ],
 )
 def test_options_lists_every_method_of_the_path(client: Client, path: str, methods: str) -> None:

@@ -58,7 +58,13 @@ def test_access_log_has_one_json_line_per_request(
     assert len(lines) == 1
     line = lines[0]
     assert line.pop("duration_ms") >= 0
-    assert line == {"method": "GET", "path": "/heroes/12345", "status": 404, "request_id": "abc"}
+    assert line == {
+        "method": "GET",
+        "path": "/heroes/12345",
+        "status": 404,
+        "request_id": "abc",
+        "client": "testclient",
+    }
 
 
 @pytest.fixture
@@ -158,3 +164,53 @@ def test_metrics_are_served_when_enabled(tmp_path: object) -> None:
 
 def test_metrics_are_absent_by_default(client: Client) -> None:
     assert_error(client.get("/metrics"), 404)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/heroes",
+        "/heroes/1",
+        "/heroes/12345",
+        "/health/live",
+        "/health/ready",
+        "/schema/openapi.json",
+        "/schema/swagger",
+    ],
+)
+def test_head_answers_as_get_without_the_body(client: Client, path: str) -> None:
+    create(client)
+
+    get, head = client.get(path), client.head(path)
+
+    def comparable(headers: object) -> dict[str, str]:
+        return {k: v for k, v in dict(headers).items() if k not in {"date", "x-request-id"}}  # type: ignore[call-overload]
+
+    assert head.status_code == get.status_code
+    assert comparable(head.headers) == comparable(get.headers)
+    assert head.content == b""
+    assert int(head.headers["content-length"]) == len(get.content)
+
+
+def test_head_is_logged_as_head(client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        client.head("/heroes")
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "service.access"]
+    assert [(line["method"], line["status"]) for line in lines] == [("HEAD", 200)]
+
+
+def test_access_log_names_the_forwarded_client_behind_a_trusted_proxy(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/h.db", forwarded_allow_ips="*")
+    access = logging.getLogger("service.access")
+    with TestClient[Litestar](create_app(settings)) as client:
+        access.addHandler(caplog.handler)  # after startup, which configures the logger
+        try:
+            client.get("/heroes", headers={"X-Forwarded-For": "203.0.113.7"})
+        finally:
+            access.removeHandler(caplog.handler)
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "service.access"]
+    assert [line["client"] for line in lines] == ["203.0.113.7"]

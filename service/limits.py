@@ -1,0 +1,206 @@
+"""The rate limit: requests per client address per minute, counted in Redis or in the worker.
+
+With ``REDIS_URL`` every worker on every host counts in the same Redis key per client, with
+one atomic script per request, so the limit is exact however many processes serve. Without it
+each worker counts alone: the limit a client sees is the workers times ``RATE_LIMIT_PER_MINUTE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+
+from service.schemas import Error
+from service.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("service")
+
+WINDOW_SECONDS = 60
+REDIS_TIMEOUT_SECONDS = 2.0
+"""How long a request waits for Redis before it is let through uncounted.
+
+Not much less: the wait includes the time the worker's event loop is busy with other requests,
+and under a burst a tight timeout would let requests through uncounted."""
+MAX_CLIENTS_BEFORE_SWEEP = 10_000
+"""Windows a worker keeps before dropping the ended ones, so memory stays bounded."""
+WARN_EVERY_SECONDS = 10.0
+"""Least time between two warnings that Redis is unreachable, so an outage does not flood logs."""
+
+
+class Window(NamedTuple):
+    """A client's current window: requests counted in it, and seconds until it ends."""
+
+    hits: int
+    reset: int
+
+
+class Counter(Protocol):
+    """Where the hits are counted."""
+
+    async def hit(self, client: str) -> Window | None:
+        """Count one request of ``client``; None when the count is unavailable."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class WorkerCounter:
+    """Fixed windows counted in this process only."""
+
+    def __init__(self, seconds: int = WINDOW_SECONDS) -> None:
+        self.seconds = seconds
+        self.windows: dict[str, tuple[int, float]] = {}
+
+    async def hit(self, client: str) -> Window:
+        """Count one request of ``client`` in its current window."""
+        now = time.monotonic()
+        count, ends = self.windows.get(client, (0, 0.0))
+        if now >= ends:
+            if len(self.windows) > MAX_CLIENTS_BEFORE_SWEEP:
+                self.windows = {k: w for k, w in self.windows.items() if w[1] > now}
+            count, ends = 0, now + self.seconds
+        self.windows[client] = (count + 1, ends)
+        return Window(count + 1, max(1, math.ceil(ends - now)))
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return {count, redis.call('PTTL', KEYS[1])}
+"""
+"""Count a hit and start the window on the first one, atomically: Redis runs a script alone.
+
+The window starts at the client's first request and lasts by Redis's clock, so hosts with
+skewed clocks still agree on it.
+"""
+
+
+class RedisCounter:
+    """Fixed windows counted in Redis, shared by every worker and host that uses the same keys."""
+
+    def __init__(self, url: str, prefix: str, seconds: int = WINDOW_SECONDS) -> None:
+        from redis.asyncio import Redis  # noqa: PLC0415 (the redis extra is optional)
+
+        self.redis = Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        self.script = self.redis.register_script(HIT_SCRIPT)
+        self.prefix = prefix
+        self.milliseconds = seconds * 1000
+        self.warned_at = -math.inf
+
+    async def hit(self, client: str) -> Window | None:
+        """Count one request of ``client``; None, with a warning logged, if Redis fails."""
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
+        try:
+            count, ttl_ms = await self.script(
+                keys=[f"{self.prefix}:{client}"], args=[self.milliseconds]
+            )
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now - self.warned_at >= WARN_EVERY_SECONDS:
+                self.warned_at = now
+                logger.warning("rate limit not applied, Redis is unreachable: %r", exc)
+            return None
+        return Window(int(count), max(1, math.ceil(int(ttl_ms) / 1000)))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
+
+
+def counter(settings: Settings) -> Counter:
+    """The counter ``settings`` ask for: Redis when ``REDIS_URL`` is set, else this worker."""
+    if not settings.redis_url:
+        return WorkerCounter()
+    try:
+        import redis  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise SettingsError(
+            "REDIS_URL: needs the redis package: pip install 'hero-service[redis]'"
+        ) from exc
+    return RedisCounter(settings.redis_url, settings.redis_key_prefix)
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    """Answers 429, in the ``Error`` shape, to a client past its limit in the current window.
+
+    Every answer it lets through carries the ``RateLimit-*`` headers of the client's window.
+    When the counter is unavailable (Redis down), requests go through uncounted: refusing every
+    client, or answering 500, would turn a Redis outage into an outage of the service.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, counter: Counter, limit: int, exclude: list[str]) -> None:
+        """Refuse past ``limit`` requests per window, except on paths starting with ``exclude``."""
+        self.counter = counter
+        self.limit = limit
+        self.policy = f"{limit}; w={WINDOW_SECONDS}".encode()
+        prefixes = tuple(exclude)
+        self.should_bypass_for_scope = lambda scope: scope["path"].startswith(prefixes)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        """Count the request, then serve it or refuse it."""
+        client = (scope.get("client") or ("unknown", 0))[0]
+        window = await self.counter.hit(client)
+        if window is None:
+            await next_app(scope, receive, send)
+            return
+        headers = [
+            (b"ratelimit-policy", self.policy),
+            (b"ratelimit-limit", str(self.limit).encode()),
+            (b"ratelimit-remaining", str(max(0, self.limit - window.hits)).encode()),
+            (b"ratelimit-reset", str(window.reset).encode()),
+        ]
+        if window.hits > self.limit:
+            await too_many_requests(window, headers, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *headers]
+            await send(message)
+
+        await next_app(scope, receive, send_with_headers)
+
+
+async def too_many_requests(window: Window, headers: list[tuple[bytes, bytes]], send: Send) -> None:
+    """Answer 429, saying when to come back."""
+    body = msgspec.json.encode(Error(429, f"Too many requests: retry in {window.reset} seconds."))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                *headers,
+                (b"retry-after", str(window.reset).encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def rate_limit(settings: Settings, exclude: list[str]) -> tuple[RateLimitMiddleware, Counter]:
+    """The rate limit middleware for ``settings``, and its counter (to close at shutdown)."""
+    hits = counter(settings)
+    return RateLimitMiddleware(hits, settings.rate_limit_per_minute, exclude), hits
