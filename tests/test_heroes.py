@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import Client, assert_error, create, moment, new_hero, without_timestamps
 
@@ -265,3 +271,26 @@ def test_list_shows_the_same_timestamps_as_get(client: Client) -> None:
     listed = client.get("/heroes").json()
 
     assert listed == [client.get(f"/heroes/{hero['id']}").json()]
+
+
+def test_heroes_read_the_same_when_statements_are_watched(app: Litestar, client: Client) -> None:
+    hero = create(client, "Deadpond", 30)
+    patched = client.patch(f"/heroes/{hero['id']}", json={"age": 31}).json()
+    fast = [client.get(f"/heroes/{hero['id']}").json(), client.get("/heroes").json()]
+    config = app.plugins.get(SQLAlchemyPlugin).config
+    engine = (config[0] if isinstance(config, Sequence) else config).get_engine()
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    watched: list[str] = []
+
+    def watch(*args: Any) -> None:
+        watched.append(args[2])
+
+    # A listener sends every statement through SQLAlchemy's own execution (service.sql).
+    sa.event.listen(sync_engine, "before_cursor_execute", watch)
+    try:
+        slow = [client.get(f"/heroes/{hero['id']}").json(), client.get("/heroes").json()]
+    finally:
+        sa.event.remove(sync_engine, "before_cursor_execute", watch)
+
+    assert watched
+    assert slow == fast == [patched, [patched]]
