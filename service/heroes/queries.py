@@ -154,7 +154,9 @@ def list_statement(
         }[segment.part],
         past_id(sa.bindparam("after_id")) if segment.past_id else None,
     ]
-    order: list[Any] = [key] if sort.key != "id" else []
+    # Within one key (a cursor's), the id alone orders: SQLite sorts rather than see that the
+    # (lower(name), id) index is already in that order.
+    order: list[Any] = [key] if sort.key != "id" and segment.part != "at" else []
     order.append(heroes.c.id)
     if sort.descending:
         order = [column.desc() for column in order]
@@ -179,7 +181,7 @@ def count_statement(filters: tuple[bool, ...]) -> Statement:
 FILTER_PARAMS = ("name", "prefix_low", "prefix_high", "min_age", "max_age")
 
 
-def _given(params: dict[str, Any]) -> tuple[bool, ...]:
+def given_filters(params: dict[str, Any]) -> tuple[bool, ...]:
     """Which of the ``FILTER_PARAMS`` are given: the key of the statements' caches."""
     return tuple(params[key] is not None for key in FILTER_PARAMS)
 
@@ -233,7 +235,7 @@ async def select_heroes(
     read in one statement, whose cost grows with the offset.
     """
     params = filters.params()
-    given = _given(params)
+    given = given_filters(params)
     if offset:
         query = list_statement(given, sort, Segment("all"), nulls_ordered=True)
         rows = await db.fetch(query, limit=limit, offset=offset, **params)
@@ -259,7 +261,7 @@ async def select_heroes(
 async def count_heroes(db: Database, filters: Filters) -> int:
     """How many heroes match ``filters``."""
     params = filters.params()
-    row = await db.fetch_one(count_statement(_given(params)), **params)
+    row = await db.fetch_one(count_statement(given_filters(params)), **params)
     return int(row[0]) if row else 0
 
 
