@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,14 +45,31 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        """On SQLite, parse the stored text in one C call (the generic path costs 4x more).
+
+        A list page reads 40 of them; the text is what DateTime writes, or the server default's
+        ``CURRENT_TIMESTAMP``, both ISO 8601 without a zone.
+        """
+        if dialect.name == "sqlite":
+            return _utc_from_sqlite_text
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """The stored time, aware, in UTC."""
         if value is None:
             return None
         moment: datetime = value
+        if moment.tzinfo is UTC:  # as asyncpg returns them
+            return moment
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
+
+
+def _utc_from_sqlite_text(value: str | None) -> datetime | None:
+    # Appending the offset costs a fifth of datetime.replace(tzinfo=UTC).
+    return None if value is None else datetime.fromisoformat(value + "+00:00")
 
 
 NOW = text("CURRENT_TIMESTAMP")
