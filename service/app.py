@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return app
 
 
-EXPOSED = ["ETag", "Location", "X-Request-ID", "Retry-After"]
+EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After"]
 """Response headers a browser client may read across origins."""
 
 

@@ -14,6 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap, Scope
 from litestar.utils.scope.state import ScopeState
 
+from service.heroes.cursors import BadQuery
 from service.heroes.queries import HeroChanged, HeroNotFound
 from service.schemas import NO_NUL, Error, ErrorDetail
 from service.sql import DatabaseUnavailable, WriteRefused
@@ -74,6 +75,11 @@ def _error_detail(item: object) -> ErrorDetail:
     return ErrorDetail(message, item.get("key"), item.get("source"))
 
 
+def _bad_query(request: Request[Any, Any, Any], exc: BadQuery) -> Response[Error]:
+    detail = f"Validation failed for {request.method} {request.url.path}"
+    return error_response(400, detail, [ErrorDetail(exc.message, exc.key, "query")])
+
+
 def _hero_not_found(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
     return error_response(404, "Hero not found")
 
@@ -131,6 +137,7 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_error,
+    BadQuery: _bad_query,
     HeroNotFound: _hero_not_found,
     HeroChanged: _hero_changed,
     # Locked or busy SQLite, an unreachable or restarting PostgreSQL, a statement timeout, an

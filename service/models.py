@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, String
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Index, Integer, String, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 NAME_MAX_LENGTH = 255
 """Longest name or secret name, in characters; the columns are sized for it."""
@@ -14,6 +19,61 @@ ID_MAX = 2**63 - 1
 
 # SQLite only gives an auto-incrementing rowid to a column declared exactly INTEGER.
 HeroId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Names compare and sort by code point on both databases: SQLite's BINARY collation does, and
+# PostgreSQL's "C" collation does, whatever the server's default; under "C" PostgreSQL's lower()
+# also folds A-Z only, as SQLite's does (see service.heroes.cursors.fold).
+Name = String(NAME_MAX_LENGTH).with_variant(String(NAME_MAX_LENGTH, collation="C"), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time, always read back as an aware datetime in UTC.
+
+    PostgreSQL stores ``timestamp with time zone``; SQLite has no time zones, so the value is
+    stored there as naive UTC and given its zone back when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """UTC, naive on SQLite; a naive datetime is refused rather than guessed at."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UTCDateTime needs an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        """On SQLite, parse the stored text in one C call (the generic path costs 4x more).
+
+        A list page reads 40 of them; the text is what DateTime writes, or the server default's
+        ``CURRENT_TIMESTAMP``, both ISO 8601 without a zone.
+        """
+        if dialect.name == "sqlite":
+            return _utc_from_sqlite_text
+        return super().result_processor(dialect, coltype)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """The stored time, aware, in UTC."""
+        if value is None:
+            return None
+        moment: datetime = value
+        if moment.tzinfo is UTC:  # as asyncpg returns them
+            return moment
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+
+
+def _utc_from_sqlite_text(value: str | None) -> datetime | None:
+    # Appending the offset costs a fifth of datetime.replace(tzinfo=UTC).
+    return None if value is None else datetime.fromisoformat(value + "+00:00")
+
+
+NOW = text("CURRENT_TIMESTAMP")
+"""The server's default for rows inserted without a time (the service always sends one)."""
 
 
 class Base(DeclarativeBase):
@@ -26,7 +86,15 @@ class Hero(Base):
     __tablename__ = "heroes"
 
     id: Mapped[int] = mapped_column(HeroId, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH), index=True)
-    age: Mapped[int | None] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(Name, index=True)
+    age: Mapped[int | None] = mapped_column(Integer)
     secret_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
     version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+
+# Sorting by age, and the age filters; with the id, a run of equal ages is an index range too.
+Index("ix_heroes_age_id", Hero.age, Hero.id)
+# Sorting by name and the name_prefix search, both on the case-folded name.
+Index("ix_heroes_name_lower_id", func.lower(Hero.name), Hero.id)

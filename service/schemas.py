@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -52,6 +53,22 @@ class HeroPublic(Struct):
     id: Annotated[int, Meta(examples=[1])]
     name: Annotated[str, Meta(examples=["Deadpond"])]
     age: Annotated[int | None, Meta(examples=[30])]
+    created_at: Annotated[
+        datetime,
+        Meta(
+            tz=True,
+            description="When the hero was created (UTC, RFC 3339).",
+            examples=["2026-11-27T11:00:00.123456Z"],
+        ),
+    ]
+    updated_at: Annotated[
+        datetime,
+        Meta(
+            tz=True,
+            description="When the hero was last changed (UTC, RFC 3339); created_at until then.",
+            examples=["2026-11-27T11:00:00.123456Z"],
+        ),
+    ]
 
 
 class Deleted(Struct):

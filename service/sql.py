@@ -19,7 +19,8 @@ Where each statement runs (``db.py`` builds the engines):
 - PostgreSQL: asyncpg on the plugin's ``AsyncEngine``; waits for a lock, a slow statement, a
   pooled connection or a connect are awaited, so the event loop serves other requests meanwhile.
 - SQLite reads run inline on the loop (about 10 µs) on a connection that never waits for a lock
-  (``busy_timeout = 0``); a read that would wait moves to a thread that may.
+  (``busy_timeout = 0``); a read that would wait moves to a thread that may, and so does a
+  statement marked ``slow`` (one that reads much of the table, like a count).
 - SQLite writes go to one writer thread per worker (SQLite has one writer anyway), which waits
   for the write lock and the fsync of the commit off the loop, and commits the writes that queued
   up meanwhile together (group commit): one fsync for many acknowledged writes.
@@ -90,12 +91,18 @@ class Compiled(NamedTuple):
 
 
 class Statement:
-    """A Core statement, compiled once for each driver it runs on."""
+    """A Core statement, compiled once for each driver it runs on.
 
-    __slots__ = ("_compiled", "statement")
+    ``slow=True`` marks a read whose cost grows with the table (a count): SQLite runs it on a
+    pooled connection in a thread instead of inline on the event loop (but for an in-memory
+    database, whose one connection cannot be shared with a thread that may wait).
+    """
 
-    def __init__(self, statement: sa.Executable) -> None:
+    __slots__ = ("_compiled", "slow", "statement")
+
+    def __init__(self, statement: sa.Executable, *, slow: bool = False) -> None:
         self.statement = statement
+        self.slow = slow
         self._compiled: dict[tuple[str, str, str], Compiled] = {}
 
     @property
@@ -243,10 +250,12 @@ class SqliteDatabase(Database):
         self._writer = None if in_memory else SqliteWriter(engine)
 
     async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
-        """Read inline, or in a thread if the database is locked; write on the writer thread."""
+        """Read inline, or in a thread if slow or locked; write on the writer thread."""
         try:
             if self._writer is not None and statement.writes:
                 return await self._writer.run(statement, params)
+            if self._writer is not None and statement.slow:
+                return await asyncio.to_thread(self._read_waiting, statement, params)
             try:
                 return self._read(statement, params)
             except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:

@@ -6,6 +6,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ def create(client: Client, name: str = "Deadpond", age: int | None = None) -> di
     assert response.status_code == 201, response.text
     hero: dict[str, Any] = response.json()
     return hero
+
+
+TIMESTAMPS = ("created_at", "updated_at")
+
+
+def without_timestamps(hero: dict[str, Any]) -> dict[str, Any]:
+    """A hero's fields but for the times, which a test cannot know in advance."""
+    return {key: value for key, value in hero.items() if key not in TIMESTAMPS}
+
+
+def moment(timestamp: str) -> datetime:
+    """A timestamp of a response as a datetime, checking it is RFC 3339 in UTC."""
+    parsed = datetime.fromisoformat(timestamp)
+    assert timestamp.endswith(("Z", "+00:00")), timestamp
+    assert parsed.utcoffset() is not None
+    return parsed.astimezone(UTC)
 
 
 def assert_error(response: Any, status_code: int, key: str | None = None) -> Error:

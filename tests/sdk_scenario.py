@@ -11,9 +11,12 @@ raw HTTP. An assertion that fails exits non-zero with its traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
+from datetime import timedelta
 from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
 
 from hero_service_client import Client
 from hero_service_client.api.heroes import (
@@ -23,7 +26,15 @@ from hero_service_client.api.heroes import (
     list_heroes,
     update_hero,
 )
-from hero_service_client.models import Deleted, Error, HeroCreate, HeroPublic, HeroUpdate
+from hero_service_client.models import (
+    Deleted,
+    Error,
+    HeroCreate,
+    HeroPublic,
+    HeroUpdate,
+    ListHeroesOrderBy,
+)
+from hero_service_client.types import UNSET
 
 NOT_FOUND = Error(status_code=404, detail="Hero not found")
 
@@ -38,6 +49,17 @@ def create(client: Client, name: str, age: int | None) -> HeroPublic:
     assert (hero.name, hero.age) == (name, age)
     assert response.headers["Location"] == f"/heroes/{hero.id}"
     return hero
+
+
+def fields(hero: HeroPublic) -> tuple[int, str, int | None]:
+    """What a test can know of a hero in advance: all but its timestamps."""
+    return (hero.id, hero.name, hero.age)
+
+
+def next_cursor(link: str | None) -> str | None:
+    """The ``cursor`` of the next page a ``Link: <...>; rel="next"`` header points at."""
+    found = re.fullmatch(r'<([^>]+)>; rel="next"', link or "")
+    return parse_qs(urlsplit(found[1]).query)["cursor"][0] if found else None
 
 
 def read(client: Client, hero_id: int) -> HeroPublic:
@@ -63,12 +85,38 @@ def run(base_url: str) -> None:
         between = list_heroes.sync(client=client, name=name, min_age=15, max_age=35)
         assert between == heroes[1:3], between
 
+        # Oldest first, two per page, following the Link header's cursor; null ages come last.
+        by_age: list[HeroPublic] = []
+        cursor: str | None = None
+        while True:
+            response = list_heroes.sync_detailed(
+                client=client,
+                name_prefix=name.upper(),
+                order_by=ListHeroesOrderBy("-age"),
+                limit=2,
+                count=True,
+                cursor=cursor if cursor is not None else UNSET,
+            )
+            assert isinstance(response.parsed, list), response.content
+            assert response.headers["X-Total-Count"] == "5", response.headers
+            by_age += response.parsed
+            cursor = next_cursor(response.headers.get("Link"))
+            if cursor is None:
+                break
+        assert [hero.age for hero in by_age] == [40, 30, 20, 10, None], by_age
+        assert {hero.id for hero in by_age} == {hero.id for hero in heroes}
+
         # Fields left UNSET are not sent, so they stay as they are.
         renamed = update_hero.sync(heroes[0].id, client=client, body=HeroUpdate(name="Renamed"))
-        assert renamed == HeroPublic(id=heroes[0].id, name="Renamed", age=10), renamed
+        assert isinstance(renamed, HeroPublic), renamed
+        assert fields(renamed) == (heroes[0].id, "Renamed", 10), renamed
+        assert renamed.created_at == heroes[0].created_at
+        assert renamed.updated_at > heroes[0].updated_at
+        assert renamed.updated_at.utcoffset() == timedelta(0)
         # age=None is sent as an explicit null, which clears the age.
         cleared = update_hero.sync(heroes[3].id, client=client, body=HeroUpdate(age=None))
-        assert cleared == HeroPublic(id=heroes[3].id, name=name, age=None), cleared
+        assert isinstance(cleared, HeroPublic), cleared
+        assert fields(cleared) == (heroes[3].id, name, None), cleared
         assert read(client, heroes[3].id) == cleared
 
         deleted = delete_hero.sync(heroes[1].id, client=client)

@@ -10,6 +10,7 @@ type CreateHero = paths["/heroes"]["post"];
 type NewHero = CreateHero["requestBody"]["content"]["application/json"];
 type ListHeroes = paths["/heroes"]["get"];
 type ListQuery = NonNullable<ListHeroes["parameters"]["query"]>;
+type ListHeaders = ListHeroes["responses"][200]["headers"];
 type UpdateHero = paths["/heroes/{hero_id}"]["patch"];
 type HeroChanges = NonNullable<UpdateHero["requestBody"]>["content"]["application/json"];
 
@@ -53,11 +54,30 @@ export function updateHero(baseUrl: string, heroId: number, changes: HeroChanges
   );
 }
 
+// Every hero of a search, oldest first, following the Link header's next URL page by page.
+export async function listAll(baseUrl: string, prefix: string): Promise<Hero[]> {
+  const heroes: Hero[] = [];
+  let url: string | null = `/heroes?${new URLSearchParams({ name_prefix: prefix, order_by: "-age" })}`;
+  while (url !== null) {
+    const response = await fetch(new URL(url, baseUrl));
+    heroes.push(...((await response.json()) as Hero[]));
+    const next = /^<([^>]+)>; rel="next"$/.exec(response.headers.get("Link") ?? "");
+    url = next ? next[1] : null;
+  }
+  return heroes;
+}
+
 export const deadpond: NewHero = { name: "Deadpond", secret_name: "Dive Wilson", age: 30 };
 export const adults: ListQuery = { offset: 0, limit: 20, min_age: 18 };
 export const clearAge: HeroChanges = { age: null };
 export const rename: HeroChanges = { name: "Deadpool" };
 export const ageOf = (hero: Hero): number | null => hero.age;
+export const oldestFirst: ListQuery = { order_by: "-age", name_prefix: "dead", count: true, limit: 20 };
+export const nextPage: ListQuery = { order_by: "name", cursor: "WzEsIm5hbWUiLCJkZWFkcG9uZCIsMV0" };
+export const changedAt = (hero: Hero): Date => new Date(hero.updated_at);
+export const createdAt: string = ({} as Hero).created_at;
+export const total: ListHeaders["X-Total-Count"] = 42;
+export const link: ListHeaders["Link"] = '</heroes?cursor=abc>; rel="next"';
 
 // @ts-expect-error a new hero needs a secret_name
 export const noSecret: NewHero = { name: "Deadpond" };
@@ -65,3 +85,7 @@ export const noSecret: NewHero = { name: "Deadpond" };
 export const textAge: NewHero = { name: "Deadpond", secret_name: "Dive Wilson", age: "30" };
 // @ts-expect-error no response carries the secret_name
 export const leaked = (hero: Hero): string => hero.secret_name;
+// @ts-expect-error order_by is one of the documented orders
+export const byHeight: ListQuery = { order_by: "height" };
+// @ts-expect-error count is a boolean
+export const countText: ListQuery = { count: "yes" };

@@ -23,6 +23,7 @@ from schemathesis import Case, CheckContext, Response
 from schemathesis.python.asgi import shutdown_lifespans
 
 from service.app import create_app
+from service.heroes.cursors import ORDER_BY, Position, encode_cursor, parse_sort
 from service.openapi import served_document
 from service.settings import Settings
 from tests.helpers import direct_engine
@@ -43,6 +44,10 @@ CONFIG: dict[str, Any] = {
         "max_response_time": 5.0,
     },
     "generation": {"mode": "all", "max-examples": 50, "deterministic": True},
+    # Only the links the document states (createHero to get, update, delete). Links inferred
+    # from listHeroes draw ids from a list that the shared database grows between examples, so
+    # Hypothesis cannot replay a scenario and stops with FlakyStrategyDefinition.
+    "phases": {"stateful": {"inference": {"algorithms": []}}},
 }
 """All checks; valid and invalid input; 50 fuzzed cases per operation beyond the coverage ones."""
 
@@ -77,7 +82,10 @@ def secret_names_stay_secret(ctx: CheckContext, response: Response, case: Case[A
     body = case.body if isinstance(case.body, dict) else {}
     sent = body.get("secret_name")
     if isinstance(sent, str) and len(sent) >= SHORTEST_TELLING_SECRET:
-        shown = response.text + repr(response.headers)
+        # The content type is the service's own, whatever was sent ("application/json" is a
+        # secret name Hypothesis may well draw).
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+        shown = response.text + repr(headers)
         if response.status_code in FIXED_DETAILS:
             # The fuzzer reuses text from earlier answers: a secret name "Hero not found" is
             # not shown by a 404 that always says so.
@@ -85,6 +93,32 @@ def secret_names_stay_secret(ctx: CheckContext, response: Response, case: Case[A
         told_elsewhere = any(sent in str(v) for k, v in body.items() if k != "secret_name")
         assert told_elsewhere or sent not in shown, "The answer shows the secret name sent"
     return None
+
+
+def with_a_real_cursor(query: dict[str, Any]) -> dict[str, Any]:
+    """Swap a made-up cursor that fits the schema for a real one, and leave out its offset.
+
+    A cursor is opaque: any string of 1 to 1024 characters fits the schema, but only those the
+    service made are cursors (the others are refused, as tests/test_listing.py checks), and a
+    cursor with an offset is refused by design, which the schema cannot say. Cursors or offsets
+    that break the schema are left as drawn, to be refused.
+    """
+    cursor = query.get("cursor")
+    if not isinstance(cursor, str) or not 1 <= len(cursor) <= 1024:
+        return query
+    order_by = query.get("order_by")
+    sort = parse_sort(order_by if order_by in ORDER_BY else "id")
+    first: dict[str, int | str | None] = {"id": 0, "name": "", "age": None}  # before any hero
+    query["cursor"] = encode_cursor(sort, Position(first[sort.key], 0))
+    if str(query.get("offset")).isdigit():
+        query.pop("offset")
+    return query
+
+
+@schemathesis.hook
+def map_query(_ctx: Any, query: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The cursors the fuzzing and stateful phases draw, made real (``with_a_real_cursor``)."""
+    return None if query is None else with_a_real_cursor(query)
 
 
 def field_names(value: object) -> set[str]:
@@ -120,6 +154,7 @@ def fuzzed_app(database_url: str) -> Iterator[Litestar]:
     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
 )
 def test_every_operation_keeps_its_contract(case: Case[Any], fuzzed_app: Litestar) -> None:
+    case.query = with_a_real_cursor(case.query)  # the hook misses the coverage phase's cases
     case.call_and_validate(app=fuzzed_app)
 
 

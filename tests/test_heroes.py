@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from tests.helpers import Client, assert_error, create, new_hero
+import pytest
+import sqlalchemy as sa
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.helpers import Client, assert_error, create, moment, new_hero, without_timestamps
 
 
 def test_create_answers_201_with_the_public_hero_and_its_location(client: Client) -> None:
@@ -12,7 +20,7 @@ def test_create_answers_201_with_the_public_hero_and_its_location(client: Client
 
     assert response.status_code == 201
     hero = response.json()
-    assert hero == {"id": hero["id"], "name": "Deadpond", "age": 30}
+    assert without_timestamps(hero) == {"id": hero["id"], "name": "Deadpond", "age": 30}
     assert response.headers["location"] == f"/heroes/{hero['id']}"
 
 
@@ -115,7 +123,7 @@ def test_patch_changes_only_the_fields_sent(client: Client) -> None:
     response = client.patch(f"/heroes/{hero['id']}", json={"name": "Deadpool"})
 
     assert response.status_code == 200
-    assert response.json() == {"id": hero["id"], "name": "Deadpool", "age": 30}
+    assert without_timestamps(response.json()) == {"id": hero["id"], "name": "Deadpool", "age": 30}
     assert client.get(f"/heroes/{hero['id']}").json() == response.json()
 
 
@@ -143,7 +151,7 @@ def test_patch_of_secret_name_answers_without_it(client: Client) -> None:
     response = client.patch(f"/heroes/{hero['id']}", json={"secret_name": "secret-new-identity"})
 
     assert response.status_code == 200
-    assert response.json() == hero
+    assert without_timestamps(response.json()) == without_timestamps(hero)
 
 
 def test_patch_unknown_id_is_404(client: Client) -> None:
@@ -219,3 +227,76 @@ def test_options_lists_every_method_of_the_path(client: Client, path: str, metho
 
     assert response.status_code == 204
     assert response.headers["allow"] == methods
+
+
+def test_new_hero_was_created_and_updated_at_the_same_moment_in_utc(client: Client) -> None:
+    before = datetime.now(UTC)
+
+    hero = create(client)
+
+    created, updated = moment(hero["created_at"]), moment(hero["updated_at"])
+    assert created == updated
+    assert before - timedelta(seconds=1) <= created <= datetime.now(UTC)
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+@pytest.mark.parametrize("body", [{"age": 31}, {"age": 30}, {"secret_name": "secret-other"}])
+def test_every_successful_patch_moves_updated_at_only(
+    client: Client, body: dict[str, object]
+) -> None:
+    hero = create(client, "Deadpond", 30)
+
+    patched = client.patch(f"/heroes/{hero['id']}", json=body).json()
+
+    assert patched["created_at"] == hero["created_at"]
+    assert moment(patched["updated_at"]) > moment(hero["updated_at"])
+    assert client.get(f"/heroes/{hero['id']}").json() == patched
+
+
+def test_empty_patch_leaves_updated_at_alone(client: Client) -> None:
+    hero = create(client)
+
+    assert client.patch(f"/heroes/{hero['id']}", json={}).json() == hero
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+def test_refused_patch_leaves_updated_at_alone(client: Client) -> None:
+    hero = create(client)
+
+    assert_error(client.patch(f"/heroes/{hero['id']}", json={"age": -1}), 400)
+    stale = client.patch(f"/heroes/{hero['id']}", json={"age": 3}, headers={"If-Match": '"7"'})
+
+    assert_error(stale, 412)
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+def test_list_shows_the_same_timestamps_as_get(client: Client) -> None:
+    hero = create(client)
+    client.patch(f"/heroes/{hero['id']}", json={"age": 5})
+
+    listed = client.get("/heroes").json()
+
+    assert listed == [client.get(f"/heroes/{hero['id']}").json()]
+
+
+def test_heroes_read_the_same_when_statements_are_watched(app: Litestar, client: Client) -> None:
+    hero = create(client, "Deadpond", 30)
+    patched = client.patch(f"/heroes/{hero['id']}", json={"age": 31}).json()
+    fast = [client.get(f"/heroes/{hero['id']}").json(), client.get("/heroes").json()]
+    config = app.plugins.get(SQLAlchemyPlugin).config
+    engine = (config[0] if isinstance(config, Sequence) else config).get_engine()
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    watched: list[str] = []
+
+    def watch(*args: Any) -> None:
+        watched.append(args[2])
+
+    # A listener sends every statement through SQLAlchemy's own execution (service.sql).
+    sa.event.listen(sync_engine, "before_cursor_execute", watch)
+    try:
+        slow = [client.get(f"/heroes/{hero['id']}").json(), client.get("/heroes").json()]
+    finally:
+        sa.event.remove(sync_engine, "before_cursor_execute", watch)
+
+    assert watched
+    assert slow == fast == [patched, [patched]]

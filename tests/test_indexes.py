@@ -1,8 +1,10 @@
 """The queries the service runs are served by an index, so their cost does not grow with the table.
 
 Each test asks the database for the plan of the very statement the service sends, on a table of
-50,000 heroes with fresh statistics: a lookup by id, the first page of the list, and the list
-filtered by name or by age must not read the whole table.
+50,000 heroes with fresh statistics: a lookup by id, the first page of the list, the list
+filtered by name or by age, the last page reached by cursor, pages sorted by name and by -age
+(first and deep, each segment of service.heroes.queries.segments) and the name_prefix search
+must not read the whole table, and the sorted pages must not sort.
 """
 
 from __future__ import annotations
@@ -18,26 +20,47 @@ import pytest
 import sqlalchemy as sa
 
 from service.db import create_engine
-from service.heroes.queries import SELECT_HERO, list_statement
+from service.heroes.cursors import Sort
+from service.heroes.queries import SELECT_HERO, Filters, Segment, given_filters, list_statement
 from service.settings import Settings
 from service.sql import Statement
-from tests.helpers import Client, direct_engine
+from tests.conftest import migrate
+from tests.helpers import direct_engine
 
 ROWS = 50_000
 
-PAGE = {"offset": 0, "limit": 20, "name": None, "min_age": None, "max_age": None}
+PAGE = {"offset": 0, "limit": 20, "key": None, "after_id": None, **Filters().params()}
+BY_ID, BY_NAME, BY_AGE_DESC = Sort("id", False), Sort("name", False), Sort("age", True)
+PREFIX = Filters(name_prefix="hero 1234").params()
+
+
+def page(sort: Sort, segment: Segment, **params: Any) -> tuple[Statement, dict[str, Any]]:
+    """The statement of one segment of a page, with its parameters."""
+    given = given_filters({**PAGE, **params})
+    return list_statement(given, sort, segment), {**PAGE, **params}
+
 
 QUERIES: dict[str, tuple[Statement, dict[str, Any]]] = {
     "get-one": (SELECT_HERO, {"hero_id": 12_345}),
-    "list-20": (list_statement(by_name=False, min_age=False, max_age=False), PAGE),
-    "by-name": (
-        list_statement(by_name=True, min_age=False, max_age=False),
-        {**PAGE, "name": "Hero 12345"},
+    "list-20": page(BY_ID, Segment("all")),
+    "by-name": page(BY_ID, Segment("all"), name="Hero 12345"),
+    "by-age": page(BY_ID, Segment("all"), min_age=40, max_age=40),
+    # The last page, reached by following the next links to the end.
+    "last-page-by-cursor": page(BY_ID, Segment("all", past_id=True), after_id=ROWS - 20),
+    "sorted-by-name": page(BY_NAME, Segment("all")),
+    # Deep in the name order: the heroes with the cursor's name and a greater id, then the rest.
+    "sorted-by-name-at-cursor": page(
+        BY_NAME, Segment("at", past_id=True), key="hero 40000", after_id=40_000
     ),
-    "by-age": (
-        list_statement(by_name=False, min_age=True, max_age=True),
-        {**PAGE, "min_age": 40, "max_age": 40},
+    "sorted-by-name-after-cursor": page(BY_NAME, Segment("after"), key="hero 40000"),
+    "sorted-by-minus-age": page(BY_AGE_DESC, Segment("not_null")),
+    "sorted-by-minus-age-at-cursor": page(
+        BY_AGE_DESC, Segment("at", past_id=True), key=40, after_id=25_000
     ),
+    "sorted-by-minus-age-after-cursor": page(BY_AGE_DESC, Segment("after"), key=40),
+    "sorted-by-minus-age-nulls": page(BY_AGE_DESC, Segment("null")),
+    "name-prefix": page(BY_ID, Segment("all"), **PREFIX),
+    "name-prefix-by-name": page(BY_NAME, Segment("all"), **PREFIX),
 }
 
 SQLITE_PLANS = {
@@ -47,12 +70,36 @@ SQLITE_PLANS = {
     "by-name": [["SEARCH heroes USING INDEX ix_heroes_name (name=?)"]],
     # The heroes of the age range, sorted by id; or the walk in id order, when a range is wide.
     "by-age": [
-        ["SEARCH heroes USING INDEX ix_heroes_age (age>? AND age<?)"],
+        ["SEARCH heroes USING INDEX ix_heroes_age_id (age>? AND age<?)"],
         [
-            "SEARCH heroes USING INDEX ix_heroes_age (age>? AND age<?)",
+            "SEARCH heroes USING INDEX ix_heroes_age_id (age>? AND age<?)",
             "USE TEMP B-TREE FOR ORDER BY",
         ],
         ["SCAN heroes"],
+    ],
+    "last-page-by-cursor": [["SEARCH heroes USING INTEGER PRIMARY KEY (rowid>?)"]],
+    "sorted-by-name": [["SCAN heroes USING INDEX ix_heroes_name_lower_id"]],
+    "sorted-by-name-at-cursor": [
+        ["SEARCH heroes USING INDEX ix_heroes_name_lower_id (<expr>=? AND id>?)"]
+    ],
+    "sorted-by-name-after-cursor": [
+        ["SEARCH heroes USING INDEX ix_heroes_name_lower_id (<expr>>?)"]
+    ],
+    "sorted-by-minus-age": [["SEARCH heroes USING INDEX ix_heroes_age_id (age>?)"]],
+    "sorted-by-minus-age-at-cursor": [
+        ["SEARCH heroes USING INDEX ix_heroes_age_id (age=? AND id<?)"]
+    ],
+    "sorted-by-minus-age-after-cursor": [["SEARCH heroes USING INDEX ix_heroes_age_id (age<?)"]],
+    "sorted-by-minus-age-nulls": [["SEARCH heroes USING INDEX ix_heroes_age_id (age=?)"]],
+    # The few heroes of the prefix, then sorted by id.
+    "name-prefix": [
+        [
+            "SEARCH heroes USING INDEX ix_heroes_name_lower_id (<expr>>? AND <expr><?)",
+            "USE TEMP B-TREE FOR ORDER BY",
+        ]
+    ],
+    "name-prefix-by-name": [
+        ["SEARCH heroes USING INDEX ix_heroes_name_lower_id (<expr>>? AND <expr><?)"]
     ],
 }
 """The plans SQLite may choose for each query, every step of them."""
@@ -63,15 +110,34 @@ POSTGRES_INDEXES = {
     "by-name": ("ix_heroes_name",),
     # Walking the ids and filtering also stops after a page: 20 matches in id order come after
     # about 20 / selectivity rows, however large the table.
-    "by-age": ("ix_heroes_age", "heroes_pkey"),
+    "by-age": ("ix_heroes_age_id", "heroes_pkey"),
+    "last-page-by-cursor": ("heroes_pkey",),
+    "sorted-by-name": ("ix_heroes_name_lower_id",),
+    "sorted-by-name-at-cursor": ("ix_heroes_name_lower_id",),
+    "sorted-by-name-after-cursor": ("ix_heroes_name_lower_id",),
+    "sorted-by-minus-age": ("ix_heroes_age_id",),
+    "sorted-by-minus-age-at-cursor": ("ix_heroes_age_id",),
+    "sorted-by-minus-age-after-cursor": ("ix_heroes_age_id",),
+    "sorted-by-minus-age-nulls": ("ix_heroes_age_id",),
+    "name-prefix": ("ix_heroes_name_lower_id",),
+    "name-prefix-by-name": ("ix_heroes_name_lower_id",),
 }
 """The indexes PostgreSQL may read for each query; it must never scan the table whole."""
+UNSORTED = {name for name in QUERIES if name not in ("get-one", "by-name", "by-age", "name-prefix")}
+"""The queries whose index gives the order: no sort step at all, on either database."""
 
 
-@pytest.fixture
-def engine(client: Client, settings: Settings) -> Iterator[sa.Engine]:
-    """The app's database (migrated by the app or the session), holding ``ROWS`` heroes."""
-    engine = direct_engine(settings.database_url)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def filled_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database holding ``ROWS`` heroes, with fresh statistics; one per module."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('indexes') / 'heroes.db'}"
+        migrate(url)
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = direct_engine(url)
     with engine.begin() as connection:
         connection.execute(
             sa.text("INSERT INTO heroes (name, age, secret_name) VALUES (:name, :age, :secret)"),
@@ -81,7 +147,10 @@ def engine(client: Client, settings: Settings) -> Iterator[sa.Engine]:
             ],
         )
         connection.exec_driver_sql("ANALYZE")
-    yield engine
+    yield url
+    if request.param == "postgresql":  # the session's database is shared with other tests
+        with engine.begin() as connection:
+            connection.exec_driver_sql("TRUNCATE heroes RESTART IDENTITY")
     engine.dispose()
 
 
@@ -107,18 +176,18 @@ async def _explain_on_asyncpg(database_url: str, sql: str, arguments: list[Any])
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
-def test_query_is_served_by_an_index(engine: sa.Engine, settings: Settings, name: str) -> None:
+def test_query_is_served_by_an_index(filled_url: str, name: str) -> None:
     query, params = QUERIES[name]
 
-    steps = plan(settings.database_url, query, params)
+    steps = plan(filled_url, query, params)
 
-    if engine.dialect.name == "sqlite":
-        assert steps in SQLITE_PLANS[name]
+    if filled_url.startswith("sqlite"):
+        assert steps in SQLITE_PLANS[name], steps
     else:
         text = "\n".join(steps)
-        used = re.findall(r"Index Scan (?:using|on) (\w+)", text)
+        used = re.findall(r"Index (?:Only )?Scan (?:Backward )?(?:using|on) (\w+)", text)
         assert used, text
         assert set(used) <= set(POSTGRES_INDEXES[name]), text
         assert "Seq Scan" not in text, text
-        if name == "list-20":
+        if name in UNSORTED:
             assert "Sort" not in text, text

@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from service.app import create_app
 from service.models import AGE_MAX, NAME_MAX_LENGTH, Hero
 from service.settings import Settings
-from tests.helpers import direct_engine
+from tests.helpers import direct_engine, moment, without_timestamps
 
 NAMES = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=NAME_MAX_LENGTH)
 """Every name the API documents as valid: 1 to 255 characters of any kind but NUL."""
@@ -70,6 +70,7 @@ def test_patches_act_like_dict_update(
     assert created.status_code == 201, created.text
     hero_id = created.json()["id"]
     expected = {"id": hero_id, "age": None, **new_hero}
+    before = created.json()
 
     for update in updates:
         expected.update(update)
@@ -78,6 +79,11 @@ def test_patches_act_like_dict_update(
         patched = client.patch(f"/heroes/{hero_id}", json=update)
 
         assert patched.status_code == 200, (update, patched.text)
-        assert patched.json() == public, update
-        assert client.get(f"/heroes/{hero_id}").json() == public, update
+        after = patched.json()
+        assert without_timestamps(after) == public, update
+        assert client.get(f"/heroes/{hero_id}").json() == after, update
         assert stored_secret_name(engine, hero_id) == expected["secret_name"], update
+        assert after["created_at"] == before["created_at"], update
+        changed = moment(after["updated_at"]) > moment(before["updated_at"])
+        assert changed is bool(update), update
+        before = after

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Litestar, Response, delete, get, patch, post
+from litestar import Controller, Litestar, Request, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example, Link, OpenAPIResponse
+from litestar.openapi.spec import Example, Link, OpenAPIHeader, OpenAPIResponse, Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
 
 from service.errors import documented_errors
+from service.heroes.cursors import (
+    ORDER_BY,
+    BadQuery,
+    decode_cursor,
+    encode_cursor,
+    next_link,
+    parse_sort,
+    position_of,
+)
 from service.heroes.etags import allowed_versions, etag, matches_any
-from service.heroes.queries import insert_hero, patch_hero, remove_hero, select_hero, select_heroes
+from service.heroes.queries import (
+    Filters,
+    count_heroes,
+    insert_hero,
+    patch_hero,
+    remove_hero,
+    select_hero,
+    select_heroes,
+)
 from service.models import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
 from service.schemas import NO_NUL, Deleted, HeroCreate, HeroPublic, HeroUpdate
 from service.sql import Database
@@ -55,19 +73,27 @@ NEW_HERO_LINKS = {
 
 
 def link_new_hero(app: Litestar) -> None:
-    """Document in OpenAPI that createHero's answer leads to the new hero's get, update, delete.
+    """Complete the OpenAPI document where Litestar's parameters cannot say it all.
 
-    Litestar has no parameter for response links, so they are added to the generated document.
+    createHero's answer leads to the new hero's get, update and delete (Litestar has no parameter
+    for response links), and listHeroes' ``X-Total-Count`` is an integer (Litestar derives a
+    header's schema from an example string).
     """
-    create_operation = app.openapi_schema.paths["/heroes"].post  # type: ignore[index]
-    created = (
-        create_operation.responses["201"]
-        if create_operation and create_operation.responses
-        else None
-    )
-    if not isinstance(created, OpenAPIResponse):
-        raise TypeError("createHero has no documented 201 response to link from")
+    heroes = app.openapi_schema.paths["/heroes"]  # type: ignore[index]
+    created = _response(heroes.post, "201")
     created.links = dict(NEW_HERO_LINKS)
+    listed = _response(heroes.get, "200")
+    total = (listed.headers or {}).get("X-Total-Count")
+    if not isinstance(total, OpenAPIHeader):
+        raise TypeError("listHeroes documents no X-Total-Count header")
+    total.schema = Schema(type=OpenAPIType.INTEGER, minimum=0)
+
+
+def _response(operation: Any, status: str) -> OpenAPIResponse:
+    response = operation.responses.get(status) if operation and operation.responses else None
+    if not isinstance(response, OpenAPIResponse):
+        raise TypeError(f"{operation} has no documented {status} response")
+    return response
 
 
 IfMatch = Annotated[
@@ -90,6 +116,30 @@ ETAG_HEADER = ResponseHeader(
     description="The hero's version; send it in If-Match to update or delete only that version.",
     required=True,
     documentation_only=True,
+)
+
+
+LINK_HEADER = ResponseHeader(
+    name="Link",
+    value='</heroes?limit=20&cursor=WzEsImlkIiwyMCwyMF0>; rel="next"',  # an example, never sent
+    description=(
+        'On every full page: `<URL>; rel="next"` (RFC 8288), the URL of the next page, '
+        "relative to the request's, with the same filters, order_by and limit and a `cursor`. "
+        "Follow it until it is absent to list every hero exactly once."
+    ),
+    documentation_only=True,
+)
+TOTAL_COUNT_HEADER = ResponseHeader(
+    name="X-Total-Count",
+    value="42",  # an example, never sent; the schema is made an integer by link_new_hero
+    description="With `count=true`: how many heroes match the filters, over all pages.",
+    documentation_only=True,
+)
+ORDER_BY_DESCRIPTION = (
+    "The order of the list: `id`, `name` or `age`, descending with a leading `-` (`-age`). "
+    "Ties are broken by id, in the same direction. Names sort case-insensitively (A-Z only) by "
+    "code point; a hero without an age sorts before every age: first with `age`, last with "
+    "`-age`."
 )
 
 
@@ -127,12 +177,14 @@ class HeroController(Controller):
     @get(
         operation_id="listHeroes",
         summary="List heroes",
+        response_headers=[LINK_HEADER, TOTAL_COUNT_HEADER],
         responses=documented_errors(400, 503),
     )
     async def list_heroes(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[Database],
-        offset: Annotated[int, bounded(0, ID_MAX, "Heroes to skip.")] = 0,
+        offset: Annotated[int, bounded(0, ID_MAX, "Heroes to skip (prefer `cursor`).")] = 0,
         limit: Annotated[int, bounded(1, MAX_PAGE, "Most heroes to return.")] = MAX_PAGE,
         name: Annotated[
             str | None,
@@ -143,15 +195,66 @@ class HeroController(Controller):
                 description="Only heroes with exactly this name.",
             ),
         ] = None,
+        name_prefix: Annotated[
+            str | None,
+            Parameter(
+                min_length=1,
+                max_length=NAME_MAX_LENGTH,
+                pattern=NO_NUL,
+                description=(
+                    "Only heroes whose name starts with this, ignoring the case of A-Z "
+                    "(`dead` finds Deadpond; other letters match exactly)."
+                ),
+            ),
+        ] = None,
         min_age: Annotated[
             int | None, bounded(0, AGE_MAX, "Only heroes at least this old.")
         ] = None,
         max_age: Annotated[int | None, bounded(0, AGE_MAX, "Only heroes at most this old.")] = None,
-    ) -> list[HeroPublic]:
-        """List heroes ordered by id. Walk the pages with ``offset`` and ``limit``."""
-        return await select_heroes(
-            db, offset=offset, limit=limit, name=name, min_age=min_age, max_age=max_age
-        )
+        order_by: Annotated[
+            str,
+            Parameter(
+                description=ORDER_BY_DESCRIPTION,
+                schema_extra={"enum": list(ORDER_BY)},
+            ),
+        ] = "id",
+        cursor: Annotated[
+            str | None,
+            Parameter(
+                min_length=1,
+                max_length=1024,
+                description=(
+                    "Where the page starts: the opaque value in the `Link` header's next URL. "
+                    "A cursor made for another `order_by` is refused (400)."
+                ),
+            ),
+        ] = None,
+        count: Annotated[
+            bool, Parameter(description="Also send `X-Total-Count`; it costs a scan.")
+        ] = False,
+    ) -> Response[list[HeroPublic]]:
+        """List heroes, 100 at most per page, ordered by ``order_by`` (id by default).
+
+        Every full page carries a ``Link: <...>; rel="next"`` header: follow it to the next page
+        until a page comes without one. That walk lists every hero that exists throughout it
+        exactly once, even while heroes are created and deleted. ``offset`` pages work too, but
+        skip or repeat heroes when earlier ones are deleted or created meanwhile.
+        """
+        sort = parse_sort(order_by)
+        after = None if cursor is None else decode_cursor(cursor, sort)
+        if after is not None and offset:
+            raise BadQuery("offset", "A cursor says where the page starts: send no offset")
+        filters = Filters(name, name_prefix, min_age, max_age)
+        heroes = await select_heroes(db, filters, sort, limit=limit, offset=offset, after=after)
+        headers = {}
+        if len(heroes) == limit:
+            last = heroes[-1]
+            query = {**filters._asdict(), "order_by": order_by, "limit": limit, "count": count}
+            cursor_next = encode_cursor(sort, position_of(sort, last.id, last.name, last.age))
+            headers["Link"] = next_link(request.url.path, query, cursor_next)
+        if count:
+            headers["X-Total-Count"] = str(await count_heroes(db, filters))
+        return Response(heroes, headers=headers)
 
     @get(
         "/{hero_id:int}",

@@ -7,10 +7,12 @@ compiles them for the database's driver and commits each before it returns.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, cast
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
 
+from service.heroes.cursors import Position, Sort, prefix_range
 from service.heroes.etags import Versions
 from service.models import Hero
 from service.schemas import HeroCreate, HeroPublic
@@ -35,11 +37,12 @@ class Stored(NamedTuple):
 
     @classmethod
     def from_row(cls, row: Row) -> Stored:
-        """Split a (id, name, age, version) row."""
-        return cls(HeroPublic(row[0], row[1], row[2]), row[3])
+        """Split a (id, name, age, created_at, updated_at, version) row."""
+        return cls(HeroPublic(*row[:5]), row[5])
 
 
-ROW = (heroes.c.id, heroes.c.name, heroes.c.age, heroes.c.version)
+PUBLIC = (heroes.c.id, heroes.c.name, heroes.c.age, heroes.c.created_at, heroes.c.updated_at)
+ROW = (*PUBLIC, heroes.c.version)
 BY_ID = heroes.c.id == sa.bindparam("hero_id")
 AT_VERSION = heroes.c.version == sa.bindparam("expected_version")
 
@@ -50,6 +53,8 @@ INSERT_HERO = Statement(
         name=sa.bindparam("name"),
         age=sa.bindparam("age"),
         secret_name=sa.bindparam("secret_name"),
+        created_at=sa.bindparam("now", type_=heroes.c.created_at.type),
+        updated_at=sa.bindparam("now", type_=heroes.c.updated_at.type),
     )
     .returning(*ROW)
 )
@@ -65,21 +70,132 @@ SELECT_ONE = Statement(sa.select(sa.literal_column("1")))
 """The readiness probe's query."""
 
 
+class Filters(NamedTuple):
+    """What the list is narrowed to; None leaves a filter out."""
+
+    name: str | None = None
+    name_prefix: str | None = None
+    min_age: int | None = None
+    max_age: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The statement parameters of the filters."""
+        low, high = prefix_range(self.name_prefix) if self.name_prefix else (None, None)
+        return {
+            "name": self.name,
+            "prefix_low": low,
+            "prefix_high": high,
+            "min_age": self.min_age,
+            "max_age": self.max_age,
+        }
+
+
+folded_name = sa.func.lower(heroes.c.name)
+"""The name as sorted and searched: A-Z folded, by ``lower()`` (see ``cursors.fold``)."""
+SORT_KEYS = {"id": heroes.c.id, "name": folded_name, "age": heroes.c.age}
+
+Part = Literal["all", "null", "not_null", "at", "after"]
+"""Which heroes of the sort key a segment holds: all, those with a null or a non-null key, those
+at the cursor's key, or those after it."""
+
+
+class Segment(NamedTuple):
+    """A run of one page walk that is a single index range: part of the key, maybe past an id."""
+
+    part: Part
+    past_id: bool = False
+
+
+def segments(sort: Sort, after: Position | None) -> list[Segment]:
+    """The index ranges that, read in turn, list the heroes after ``after`` in ``sort``.
+
+    A hero without an age sorts before every age (first with ``age``, last with ``-age``), so
+    ages are walked in two groups: null ages by id, then the others by (age, id). After a cursor
+    the rest of its group comes first: the heroes at the cursor's key with a greater id (fewer
+    id if descending), then those past its key. Each is a plain index range on both databases;
+    a row comparison ``(key, id) > (:key, :id)`` would be one statement, but SQLite seeks on its
+    first column only and scans every tie.
+    """
+    if sort.key == "id":
+        return [Segment("all", past_id=after is not None)]
+    groups: list[Part] = ["all"] if sort.key == "name" else ["null", "not_null"]
+    if sort.descending:
+        groups.reverse()
+    if after is None:
+        return [Segment(group) for group in groups]
+    if after.value is None:
+        rest = groups[groups.index("null") + 1 :]
+        return [Segment("null", past_id=True), *(Segment(group) for group in rest)]
+    rest = groups[groups.index("not_null" if sort.key == "age" else "all") + 1 :]
+    return [Segment("at", past_id=True), Segment("after"), *(Segment(group) for group in rest)]
+
+
 @functools.cache
-def list_statement(*, by_name: bool, min_age: bool, max_age: bool) -> Statement:
-    """The page query for one combination of filters."""
-    filters = [
-        heroes.c.name == sa.bindparam("name") if by_name else None,
-        heroes.c.age >= sa.bindparam("min_age") if min_age else None,
-        heroes.c.age <= sa.bindparam("max_age") if max_age else None,
+def list_statement(
+    filters: tuple[bool, ...], sort: Sort, segment: Segment, *, nulls_ordered: bool = False
+) -> Statement:
+    """The page query for one combination of filters, sort and segment.
+
+    ``filters`` says which of the ``FILTER_PARAMS`` are given.
+    ``nulls_ordered`` spells the null ages' place out in ORDER BY, for the offset walk, which
+    reads every group in one statement.
+    """
+    key = SORT_KEYS[sort.key]
+    beyond = key.__lt__ if sort.descending else key.__gt__
+    past_id = heroes.c.id.__lt__ if sort.descending else heroes.c.id.__gt__
+    conditions = [
+        *_filtered(filters),
+        {
+            "all": None,
+            "null": key.is_(None),
+            "not_null": key.is_not(None),
+            "at": key == sa.bindparam("key", type_=key.type),
+            "after": beyond(sa.bindparam("key", type_=key.type)),
+        }[segment.part],
+        past_id(sa.bindparam("after_id")) if segment.past_id else None,
     ]
+    # Within one key (a cursor's), the id alone orders: SQLite sorts rather than see that the
+    # (lower(name), id) index is already in that order.
+    order: list[Any] = [key] if sort.key != "id" and segment.part != "at" else []
+    order.append(heroes.c.id)
+    if sort.descending:
+        order = [column.desc() for column in order]
+    if nulls_ordered and sort.key == "age":
+        order[0] = order[0].nulls_last() if sort.descending else order[0].nulls_first()
     return Statement(
-        sa.select(*ROW[:3])
-        .where(*(f for f in filters if f is not None))
-        .order_by(heroes.c.id)
+        sa.select(*PUBLIC)
+        .where(*(c for c in conditions if c is not None))
+        .order_by(*order)
         .limit(sa.bindparam("limit"))
         .offset(sa.bindparam("offset"))
     )
+
+
+@functools.cache
+def count_statement(filters: tuple[bool, ...]) -> Statement:
+    """The number of heroes the filters match; a scan, so off the event loop on SQLite."""
+    query = sa.select(sa.func.count()).select_from(heroes).where(*_filtered(filters))
+    return Statement(query, slow=True)
+
+
+FILTER_PARAMS = ("name", "prefix_low", "prefix_high", "min_age", "max_age")
+
+
+def given_filters(params: dict[str, Any]) -> tuple[bool, ...]:
+    """Which of the ``FILTER_PARAMS`` are given: the key of the statements' caches."""
+    return tuple(params[key] is not None for key in FILTER_PARAMS)
+
+
+def _filtered(filters: tuple[bool, ...]) -> list[sa.ColumnElement[bool]]:
+    conditions = [
+        heroes.c.name == sa.bindparam("name"),
+        # A prefix is a range of the folded name, which the (lower(name), id) index serves.
+        folded_name >= sa.bindparam("prefix_low"),
+        folded_name < sa.bindparam("prefix_high"),
+        heroes.c.age >= sa.bindparam("min_age"),
+        heroes.c.age <= sa.bindparam("max_age"),
+    ]
+    return [condition for condition, given in zip(conditions, filters, strict=True) if given]
 
 
 @functools.cache
@@ -87,6 +203,7 @@ def update_statement(fields: frozenset[str], *, conditional: bool) -> Statement:
     """The UPDATE for one set of changed fields, optionally only at an expected version."""
     values: dict[Any, Any] = {heroes.c[f]: sa.bindparam(f) for f in sorted(fields)}
     values[heroes.c.version] = heroes.c.version + 1
+    values[heroes.c.updated_at] = sa.bindparam("now", type_=heroes.c.updated_at.type)
     return Statement(
         sa.update(heroes)
         .where(BY_ID, *([AT_VERSION] if conditional else []))
@@ -105,26 +222,54 @@ async def select_hero(db: Database, hero_id: int) -> Stored:
 
 async def select_heroes(
     db: Database,
+    filters: Filters,
+    sort: Sort,
     *,
-    offset: int,
     limit: int,
-    name: str | None,
-    min_age: int | None,
-    max_age: int | None,
+    offset: int = 0,
+    after: Position | None = None,
 ) -> list[HeroPublic]:
-    """One page of heroes matching the filters, ordered by id."""
-    query = list_statement(
-        by_name=name is not None, min_age=min_age is not None, max_age=max_age is not None
-    )
-    rows = await db.fetch(
-        query, offset=offset, limit=limit, name=name, min_age=min_age, max_age=max_age
-    )
-    return [HeroPublic(*row) for row in rows]
+    """One page of heroes matching ``filters`` in ``sort``: after ``after``, or from ``offset``.
+
+    A walk from a position reads its segments in turn until the page is full; an ``offset`` is
+    read in one statement, whose cost grows with the offset.
+    """
+    params = filters.params()
+    given = given_filters(params)
+    if offset:
+        query = list_statement(given, sort, Segment("all"), nulls_ordered=True)
+        rows = await db.fetch(query, limit=limit, offset=offset, **params)
+        return [HeroPublic(*row) for row in rows]
+    heroes_: list[HeroPublic] = []
+    key = None if after is None else after.value
+    after_id = None if after is None else after.id
+    for segment in segments(sort, after):
+        rows = await db.fetch(
+            list_statement(given, sort, segment),
+            limit=limit - len(heroes_),
+            offset=0,
+            key=key,
+            after_id=after_id,
+            **params,
+        )
+        heroes_.extend(HeroPublic(*row) for row in rows)
+        if len(heroes_) == limit:
+            break
+    return heroes_
+
+
+async def count_heroes(db: Database, filters: Filters) -> int:
+    """How many heroes match ``filters``."""
+    params = filters.params()
+    row = await db.fetch_one(count_statement(given_filters(params)), **params)
+    return int(row[0]) if row else 0
 
 
 async def insert_hero(db: Database, hero: HeroCreate) -> Stored:
     """Store a new hero and return it with its id."""
-    rows = await db.fetch(INSERT_HERO, name=hero.name, age=hero.age, secret_name=hero.secret_name)
+    rows = await db.fetch(
+        INSERT_HERO, name=hero.name, age=hero.age, secret_name=hero.secret_name, now=_now()
+    )
     return Stored.from_row(rows[0])
 
 
@@ -139,7 +284,9 @@ async def patch_hero(
         return current
     for expected in [None] if if_match is None else if_match:
         statement = update_statement(frozenset(changes), conditional=expected is not None)
-        row = await db.fetch_one(statement, hero_id=hero_id, expected_version=expected, **changes)
+        row = await db.fetch_one(
+            statement, hero_id=hero_id, expected_version=expected, now=_now(), **changes
+        )
         if row is not None:
             return Stored.from_row(row)
     await select_hero(db, hero_id)
@@ -154,3 +301,8 @@ async def remove_hero(db: Database, hero_id: int, if_match: Versions) -> None:
             return
     await select_hero(db, hero_id)
     raise HeroChanged
+
+
+def _now() -> datetime:
+    """The time of a write, as both created_at and updated_at store it."""
+    return datetime.now(UTC)

@@ -12,6 +12,10 @@ each app in turn, after a warm-up:
 - ``by-name``: ``GET /heroes/?name=...&limit=20`` for random seeded names (ours only: the
   tutorial app and the ceiling have no filters);
 - ``mixed``: 60% get one, 20% list, 10% create, 10% patch (ours only), for ``--workers``.
+- ours only, each to be compared with ``list-20`` (the first page by id): ``last-page-cursor``
+  (the last 20 heroes, by the cursor a walk reaches them with), ``sorted-name`` and
+  ``sorted-minus-age`` (first pages of ``order_by=name`` and ``order_by=-age``) and
+  ``name-prefix`` (``name_prefix=hero <random seeded number>``, case folded, by id).
 
 The report (a markdown table of requests per second and latency, the service's fraction of the
 ceiling, and every error wrk saw) is printed and written to ``results/latest.md`` (not
@@ -58,6 +62,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from service.heroes.cursors import Position, encode_cursor, parse_sort
 from tests.live import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,7 +179,8 @@ class Scenario:
     name: str
     path: str
     script: str | None = None
-    """Lua source; ``{rows}`` is replaced with the number of seeded heroes."""
+    """Lua source; ``{rows}`` is replaced with the number of seeded heroes (in ``path`` too, and
+    ``{last_page_cursor}`` with the cursor of the last page of 20 by id)."""
     apps: tuple[str, ...] = ("ours", "fastapi", "ceiling")
     """The apps that serve it."""
 
@@ -211,8 +217,34 @@ SCENARIOS = {
             "by-name", "/", random_hero_script("/heroes/?limit=20&name=Hero%20"), apps=("ours",)
         ),
         Scenario("mixed", "/", "{mixed}", apps=("ours",)),
+        Scenario("last-page-cursor", "/heroes/?limit=20&cursor={last_page_cursor}", apps=("ours",)),
+        Scenario("sorted-name", "/heroes/?limit=20&order_by=name", apps=("ours",)),
+        Scenario("sorted-minus-age", "/heroes/?limit=20&order_by=-age", apps=("ours",)),
+        Scenario(
+            "name-prefix",
+            "/",
+            random_hero_script("/heroes/?limit=20&name_prefix=hero%20"),
+            apps=("ours",),
+        ),
     )
 }
+AGAINST_FIRST_PAGE = ("last-page-cursor", "sorted-name", "sorted-minus-age", "name-prefix")
+"""Scenarios that must cost at most ``AGAINST_FIRST_PAGE_LIMIT`` times ``list-20``."""
+AGAINST_FIRST_PAGE_LIMIT = 1.5
+
+
+def placeholders(rows: int) -> dict[str, str]:
+    """What ``{rows}`` and ``{last_page_cursor}`` stand for in scenarios on ``rows`` heroes."""
+    last = Position(max(0, rows - 20), max(0, rows - 20))
+    return {"{rows}": str(rows), "{last_page_cursor}": encode_cursor(parse_sort("id"), last)}
+
+
+def filled(text: str, rows: int) -> str:
+    """``text`` with its placeholders replaced."""
+    for placeholder, value in placeholders(rows).items():
+        text = text.replace(placeholder, value)
+    return text
+
 
 MIXED_LOAD = "60% get one, 20% list 20 at a random offset, 10% create, 10% patch"
 MIXED_SCRIPT = f"""
@@ -582,7 +614,7 @@ def check_seeded(server: Server, rows: int) -> None:
     for number in sorted({1, rows}):
         status, body = server.request("GET", f"/heroes/{number}")
         expected = {"id": number, "name": f"Hero {number}", "age": hero(number)["age"]}
-        if status != 200 or body != expected:
+        if status != 200 or {key: body.get(key) for key in expected} != expected:
             raise BenchmarkError(
                 f"{server.app.label}: GET /heroes/{number} answered {status} {body}, "
                 f"expected 200 {expected}"
@@ -658,8 +690,8 @@ class Wrk:
         if script == "{mixed}":
             script = mixed_script(self.rows)
         elif script is not None:
-            script = script.replace("{rows}", str(self.rows))
-        url = server.base_url + scenario.path
+            script = filled(script, self.rows)
+        url = server.base_url + filled(scenario.path, self.rows)
         command = self.command(url, seconds, script, scenario.name, connections)
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=seconds + 60, check=False
@@ -763,6 +795,7 @@ def results_table(run: Run) -> list[str]:
             f"| {name} | {format_rps(ours, c)} | {format_rps(peer, c)} | {ratio} "
             f"| {format_latency(ours)} | {format_latency(peer)} | {format_rps(ceiling, c)} |"
         )
+    lines += against_first_page(run)
     ours, ceiling = (run.results.get(("get-one", key)) for key in ("ours", "ceiling"))
     if ours and ceiling and ceiling.requests_per_second:
         fraction = ours.requests_per_second / ceiling.requests_per_second
@@ -795,6 +828,29 @@ def tracing_section(run: Run) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
         *rows,
     ]
+
+
+def against_first_page(run: Run) -> list[str]:
+    """What each list scenario costs against ``list-20``: its rps over theirs, inverted."""
+    first = run.results.get(("list-20", "ours"))
+    compared = [
+        (name, result)
+        for name in AGAINST_FIRST_PAGE
+        if (result := run.results.get((name, "ours"))) and result.requests_per_second
+    ]
+    if first is None or not compared:
+        return []
+    lines = [
+        "",
+        f"Cost against the first page by id (list-20 rps / scenario rps; at most "
+        f"{AGAINST_FIRST_PAGE_LIMIT:g} wanted):",
+        "",
+    ]
+    for name, result in compared:
+        cost = first.requests_per_second / result.requests_per_second
+        verdict = "ok" if cost <= AGAINST_FIRST_PAGE_LIMIT else "TOO SLOW"
+        lines.append(f"- {name}: {cost:.2f}x ({verdict})")
+    return lines
 
 
 def errors_section(run: Run) -> list[str]:
