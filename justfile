@@ -21,7 +21,7 @@ test *args:
 
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
 openapi:
-    python -m service.openapi openapi.json
+    python -m service.openapi_document openapi.json
 
 # Lint and type-check
 lint:

@@ -18,9 +18,10 @@ from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middlew
 
 from service.db import database_config, open_database, prepare_schema
 from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
-from service.heroes.controller import HeroController, link_new_hero
+from service.heroes.controller import HeroController
+from service.openapi import complete_document
 from service.ops import HealthController, ServiceApp, logging_config
-from service.security import api_key_guard, document_api_key
+from service.security import api_key_guard
 from service.settings import Settings, SettingsError, comma_list
 from service.sql import Database
 
@@ -44,11 +45,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     db = open_database(database, settings)
     handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
     middleware: list[Middleware] = []
-    on_startup: list[LifespanHook] = [partial(prepare_schema, database), link_new_hero]
+    on_startup: list[LifespanHook] = [
+        partial(prepare_schema, database),
+        partial(complete_document, api_key=bool(settings.api_key)),
+    ]
     guards: list[Guard] = []
     if settings.api_key:
         guards.append(api_key_guard(settings.api_key))
-        on_startup.append(document_api_key)
     if settings.rate_limit_per_minute:
         limit = RateLimitConfig(("minute", settings.rate_limit_per_minute), exclude=UNLIMITED_PATHS)
         middleware.append(limit.middleware)

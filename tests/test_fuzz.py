@@ -22,7 +22,7 @@ from schemathesis import Case, CheckContext, Response
 from schemathesis.python.asgi import shutdown_lifespans
 
 from service.app import create_app
-from service.openapi import served_document
+from service.openapi_document import served_document
 from service.settings import Settings
 
 SEED = 20240601

@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from openapi_spec_validator import validate
 
 from service.app import create_app
-from service.openapi import render, served_document
+from service.openapi_document import render, served_document
 from service.settings import Settings
 
 COMMITTED_DOCUMENT = Path(__file__).parents[1] / "openapi.json"

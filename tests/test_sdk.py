@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pytest
 
-from service.openapi import render, served_document
+from service.openapi_document import render, served_document
 from tests.conftest import IN_CI
 from tests.live import running_server
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Litestar, Response, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example, Link, OpenAPIResponse
+from litestar.openapi.spec import Example
 from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
 
 from service.errors import documented_errors
@@ -42,32 +42,6 @@ CREATE_EXAMPLE = Example(
     value={"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30},
 )
 UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
-
-
-NEW_HERO_LINKS = {
-    operation_id: Link(
-        operation_id=operation_id,
-        parameters={"hero_id": "$response.body#/id"},
-        description=f"The id in the answer is the hero_id of {operation_id}.",
-    )
-    for operation_id in ("getHero", "updateHero", "deleteHero")
-}
-
-
-def link_new_hero(app: Litestar) -> None:
-    """Document in OpenAPI that createHero's answer leads to the new hero's get, update, delete.
-
-    Litestar has no parameter for response links, so they are added to the generated document.
-    """
-    create_operation = app.openapi_schema.paths["/heroes"].post  # type: ignore[index]
-    created = (
-        create_operation.responses["201"]
-        if create_operation and create_operation.responses
-        else None
-    )
-    if not isinstance(created, OpenAPIResponse):
-        raise TypeError("createHero has no documented 201 response to link from")
-    created.links = dict(NEW_HERO_LINKS)
 
 
 IfMatch = Annotated[
