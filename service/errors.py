@@ -14,6 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from litestar.utils.scope.state import ScopeState
 
+from service.heroes.etags import MalformedEntityTags
 from service.heroes.queries import HeroChanged, HeroNotFound
 from service.schemas import NO_NUL, Error, ErrorDetail
 from service.sql import DatabaseUnavailable, WriteRefused
@@ -78,6 +79,14 @@ def _hero_changed(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]
     return error_response(412, "The hero has changed since the ETag in If-Match was issued")
 
 
+def _malformed_entity_tags(
+    request: Request[Any, Any, Any], exc: MalformedEntityTags
+) -> Response[Error]:
+    detail = ErrorDetail(str(exc), exc.header, "header")
+    detail_sentence = f"Validation failed for {request.method} {request.url.path}"
+    return error_response(400, detail_sentence, [detail])
+
+
 def _conflict(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
     logger.warning(
         "%s %s: write refused by the database: %s", request.method, request.url.path, exc
@@ -103,6 +112,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_error,
     HeroNotFound: _hero_not_found,
     HeroChanged: _hero_changed,
+    MalformedEntityTags: _malformed_entity_tags,
     # Locked or busy SQLite, an unreachable or restarting PostgreSQL, a statement timeout, an
     # exhausted pool (service.sql sorts the drivers' errors into these two).
     DatabaseUnavailable: _database_unavailable,

@@ -12,6 +12,7 @@ from litestar.testing import TestClient
 from openapi_spec_validator import validate
 
 from service.app import create_app
+from service.heroes.etags import ENTITY_TAGS
 from service.openapi_document import render, served_document
 from service.settings import Settings
 
@@ -135,3 +136,18 @@ def test_docs_pages_are_served(page: str) -> None:
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "header"),
+    [("getHero", "If-None-Match"), ("updateHero", "If-Match"), ("deleteHero", "If-Match")],
+)
+def test_entity_tag_headers_declare_their_syntax(
+    document: dict[str, Any], operation_id: str, header: str
+) -> None:
+    parameter = next(
+        p for p in operations(document)[operation_id]["parameters"] if p["name"] == header
+    )
+    assert parameter["required"] is False
+    assert parameter["schema"]["type"] == "string"
+    assert parameter["schema"]["pattern"] == ENTITY_TAGS

@@ -12,7 +12,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
 
 from service.errors import documented_errors
-from service.heroes.etags import allowed_versions, etag, matches_any
+from service.heroes.etags import ENTITY_TAGS, allowed_versions, etag, matches_any
 from service.heroes.queries import insert_hero, patch_hero, remove_hero, select_hero, select_heroes
 from service.models import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
 from service.schemas import NO_NUL, Deleted, HeroCreate, HeroPublic, HeroUpdate
@@ -44,18 +44,25 @@ CREATE_EXAMPLE = Example(
 UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
 
 
+ENTITY_TAGS_SCHEMA = {"type": "string", "oneOf": None, "pattern": ENTITY_TAGS}
+"""An optional header is a string when sent (never null), of the entity-tag syntax. Stated in
+the document only: etags.py checks it, so that the 400 names the header."""
 IfMatch = Annotated[
     str | None,
     HeaderParameter(
         name="If-Match",
-        description="Write only if the hero is still at this ETag; otherwise 412.",
+        description="Write only if the hero is still at one of these ETags (or `*`); otherwise "
+        "412. A value that is not `*` nor a list of entity tags is 400.",
+        schema_extra=ENTITY_TAGS_SCHEMA,
     ),
 ]
 IfNoneMatch = Annotated[
     str | None,
     HeaderParameter(
         name="If-None-Match",
-        description="Answer 304 without a body if the hero is still at this ETag.",
+        description="Answer 304 without a body if the hero is still at one of these ETags (or "
+        "for `*`). A value that is not `*` nor a list of entity tags is 400.",
+        schema_extra=ENTITY_TAGS_SCHEMA,
     ),
 ]
 ETAG_HEADER = ResponseHeader(
