@@ -16,8 +16,9 @@ from litestar.openapi.spec import Tag
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
+from service import decoding
 from service.db import database_config, open_database, prepare_schema
-from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
+from service.errors import EXCEPTION_HANDLERS
 from service.heroes.controller import HeroController
 from service.openapi import complete_document
 from service.ops import HealthController, ServiceApp, logging_config
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         partial(prepare_schema, database),
         partial(complete_document, api_key=bool(settings.api_key)),
     ]
-    guards: list[Guard] = []
+    guards: list[Guard] = list(decoding.GUARDS)
     if settings.api_key:
         guards.append(api_key_guard(settings.api_key))
     if settings.rate_limit_per_minute:
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=guards,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=decode_body_strictly,
+        request_class=decoding.StrictRequest,
         request_max_body_size=settings.max_body_size,
         cors_config=cors(settings),
         logging_config=logging_config(settings),

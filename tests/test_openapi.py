@@ -151,3 +151,19 @@ def test_entity_tag_headers_declare_their_syntax(
     assert parameter["required"] is False
     assert parameter["schema"]["type"] == "string"
     assert parameter["schema"]["pattern"] == ENTITY_TAGS
+
+
+@pytest.mark.parametrize("operation_id", ["getHero", "updateHero", "deleteHero"])
+def test_hero_id_is_an_integer_in_the_path(document: dict[str, Any], operation_id: str) -> None:
+    hero_id = operations(document)[operation_id]["parameters"][0]
+
+    assert (hero_id["name"], hero_id["in"], hero_id["schema"]["type"]) == (
+        "hero_id",
+        "path",
+        "integer",
+    )
+
+
+@pytest.mark.parametrize("operation_id", ["createHero", "updateHero"])
+def test_operations_with_a_body_document_415(document: dict[str, Any], operation_id: str) -> None:
+    assert "415" in operations(document)[operation_id]["responses"]

@@ -93,7 +93,7 @@ class HeroController(Controller):
             ),
             ETAG_HEADER,
         ],
-        responses=documented_errors(400, 413, 503),
+        responses=documented_errors(400, 413, 415, 503),
     )
     async def create_hero(
         self,
@@ -162,7 +162,7 @@ class HeroController(Controller):
         operation_id="updateHero",
         summary="Update a hero",
         response_headers=[ETAG_HEADER],
-        responses=documented_errors(400, 404, 412, 413, 503),
+        responses=documented_errors(400, 404, 412, 413, 415, 503),
     )
     async def update_hero(
         self,
