@@ -21,7 +21,7 @@ from service.db import database_config, open_database, prepare_schema
 from service.errors import EXCEPTION_HANDLERS
 from service.heroes.controller import HeroController
 from service.openapi import complete_document
-from service.ops import HealthController, ServiceApp, logging_config
+from service.ops import HealthController, ServiceApp, add_response_headers, logging_config
 from service.security import api_key_guard
 from service.settings import Settings, SettingsError, comma_list
 from service.sql import Database
@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         metrics = prometheus(settings)
         middleware.append(metrics.middleware)
         handlers.append(PrometheusController)
-    app = ServiceApp(
+    return ServiceApp(
+        served_hosts=comma_list(settings.allowed_hosts),
+        access_log=settings.access_log,
         route_handlers=handlers,
         plugins=[SQLAlchemyPlugin(config=database)],
         signature_namespace={"Database": Database},
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=decoding.StrictRequest,
+        before_send=[add_response_headers],
         request_max_body_size=settings.max_body_size,
         cors_config=cors(settings),
         logging_config=logging_config(settings),
@@ -87,9 +90,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(), RedocRenderPlugin()],
         ),
     )
-    app.access_log = settings.access_log
-    app.served_hosts = tuple(host.lower() for host in comma_list(settings.allowed_hosts))
-    return app
 
 
 EXPOSED = ["ETag", "Location", "X-Request-ID", "Retry-After"]

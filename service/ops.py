@@ -6,11 +6,11 @@ import logging
 import re
 import time
 import uuid
-from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
 from litestar import Controller, Litestar, Response, get
+from litestar.datastructures import MutableScopeHeaders
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
@@ -41,7 +41,9 @@ access_logger = logging.getLogger("service.access")
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """Request ids a client may choose; anything else is replaced, so it cannot forge log lines."""
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff")]
+REQUEST_ID_STATE = "request_id"
+"""Where the request id is kept in the scope's state (``request.state.request_id``)."""
 
 
 class Health(msgspec.Struct):
@@ -73,18 +75,53 @@ class HealthController(Controller):
         return Response(Health("ready"))
 
 
-class ServiceApp(Litestar):
-    """Litestar, with what every answer carries, routed or not (404, 405 and 413 too).
+async def add_response_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: every answer carries its request id and the security headers.
 
-    Each request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
-    one), returned in ``X-Request-ID`` beside the security headers, and one JSON line in the
-    access log. A request for a host not in ``served_hosts`` gets 400 in the ``Error`` shape.
-    An answer to ``OPTIONS`` lists every method of its path in ``Allow``: Litestar 2.25 lists
-    only those of the first handler registered on the path (``OPTIONS, POST`` on /heroes).
+    It sees every answer of the app, routed or not (404, 405 and 413 too). An answer to
+    ``OPTIONS`` lists every method of its path in ``Allow``: Litestar 2.25 lists only those of
+    the first handler registered on the path, ``OPTIONS, POST`` on /heroes (litestar#4169).
+    """
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    headers.add("X-Request-ID", request_id(scope))
+    for name, value in SECURITY_HEADERS:
+        headers.add(name, value)
+    if scope.get("method") == "OPTIONS" and "allow" in headers:
+        methods = methods_of_path(Litestar.from_scope(scope), scope.get("path_template", ""))
+        if methods:
+            headers["Allow"] = methods
+
+
+def methods_of_path(app: Litestar, path_template: str) -> str:
+    """Every method the app answers on ``path_template`` (``/heroes/{hero_id}``), sorted."""
+    methods = {
+        method
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and route.path_format == path_template
+        for method in route.methods
+    }
+    return ", ".join(sorted(methods))
+
+
+class ServiceApp(Litestar):
+    """Litestar, with what must happen before routing, which no hook nor middleware can do.
+
+    - the host check: an unknown host gets 400 whatever the path (an unrouted path must not
+      answer 404 first), in the Error shape (Litestar's ``allowed_hosts`` answers its own body);
+    - the access log: it times a request from its arrival and sees every answer, those that
+      never reach a route (404, 405, 413) included, (hooks and middleware see routed requests only);
+    - the request id is chosen here, before anything can answer, for the log and the header.
     """
 
-    access_log: bool = True
-    served_hosts: tuple[str, ...] = ("*",)
+    def __init__(
+        self, *, served_hosts: Iterable[str] = ("*",), access_log: bool = True, **config: Any
+    ) -> None:
+        """Build the app from Litestar's ``config``, answering for ``served_hosts`` only."""
+        super().__init__(**config)
+        self.served_hosts = tuple(host.lower() for host in served_hosts)
+        self.access_log = access_log
 
     async def __call__(
         self,
@@ -96,60 +133,44 @@ class ServiceApp(Litestar):
         if scope["type"] != ScopeType.HTTP:
             await super().__call__(scope, receive, send)
             return
-        http_send = cast("Send", send)
         http_scope = cast("HTTPScope", scope)
+        http_send = cast("Send", send)
         started = time.perf_counter()
-        request_id = _request_id(http_scope)
+        request_id(http_scope)
         status = 500
 
-        async def send_with_headers(message: Message) -> None:
+        async def send_noting_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.get("headers", ())
-                if http_scope["method"] == "OPTIONS" and "path_template" in http_scope:
-                    headers = self._allow_every_method(headers, http_scope["path_template"])
-                message["headers"] = [
-                    *headers,
-                    (b"x-request-id", request_id),
-                    *SECURITY_HEADERS,
-                ]
             await http_send(message)
+
+        async def send_refusal(message: Message) -> None:
+            await add_response_headers(message, http_scope)
+            await send_noting_status(message)
 
         try:
             if host_allowed(http_scope, self.served_hosts):
-                await super().__call__(http_scope, receive, send_with_headers)
+                await super().__call__(http_scope, receive, send_noting_status)
             else:
-                await WRONG_HOST(http_scope, cast("Receive", receive), send_with_headers)
+                await WRONG_HOST(http_scope, cast("Receive", receive), send_refusal)
         finally:
             if self.access_log:
-                access_logger.info(
-                    msgspec.json.encode(
-                        {
-                            "method": http_scope["method"],
-                            "path": http_scope["path"],
-                            "status": status,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                            "request_id": request_id.decode(),
-                        }
-                    ).decode()
-                )
+                duration = time.perf_counter() - started
+                access_logger.info(access_log_line(http_scope, status, duration))
 
-    @cached_property
-    def _methods_by_path(self) -> dict[str, bytes]:
-        return {
-            route.path_format: ", ".join(sorted(route.methods)).encode()
-            for route in self.routes
-            if isinstance(route, HTTPRoute)
+
+def access_log_line(scope: HTTPScope, status: int, duration: float) -> str:
+    """The access log's JSON line for one answered request (``duration`` in seconds)."""
+    return msgspec.json.encode(
+        {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+            "request_id": request_id(scope),
         }
-
-    def _allow_every_method(
-        self, headers: Iterable[tuple[bytes, bytes]], path_template: str
-    ) -> list[tuple[bytes, bytes]]:
-        methods = self._methods_by_path.get(path_template)
-        return [
-            (name, methods if name == b"allow" and methods else value) for name, value in headers
-        ]
+    ).decode()
 
 
 WRONG_HOST = ASGIResponse(
@@ -166,6 +187,11 @@ def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
     if "*" in allowed:
         return True
     host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+    return host_matches(host, allowed)
+
+
+def host_matches(host: str, allowed: Iterable[str]) -> bool:
+    """Whether a Host header value (port and case aside) is one of the lower-case ``allowed``."""
     name = host.rsplit(":", 1)[0].lower() if not host.endswith("]") else host.lower()
     return any(
         name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
@@ -173,11 +199,21 @@ def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
     )
 
 
-def _request_id(scope: HTTPScope) -> bytes:
-    for name, value in scope["headers"]:
+def request_id(scope: Scope | HTTPScope) -> str:
+    """The request's id, chosen once and kept in its scope's state (see ``choose_request_id``)."""
+    state = scope.setdefault("state", {})
+    chosen: str | None = state.get(REQUEST_ID_STATE)
+    if chosen is None:
+        chosen = state[REQUEST_ID_STATE] = choose_request_id(scope["headers"])
+    return chosen
+
+
+def choose_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new random one."""
+    for name, value in headers:
         if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
-            return bytes(value)
-    return uuid.uuid4().hex.encode()
+            return value.decode("ascii")
+    return uuid.uuid4().hex
 
 
 def logging_config(settings: Settings) -> LoggingConfig:
