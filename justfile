@@ -19,6 +19,22 @@ migrate:
 test *args:
     python -m pytest {{args}}
 
+# The tests but for live servers, fuzzing, SDKs and browsers: a quick check while coding
+test-fast *args:
+    python -m pytest -m "not live and not fuzz and not sdk and not browser" {{args}}
+
+# Fuzz the API with Schemathesis on a random seed, or replay one: `just fuzz 1234`
+fuzz seed="" examples="300" *args="":
+    #!/usr/bin/env sh
+    seed="{{seed}}"
+    [ -n "$seed" ] || seed=$(python -c 'import secrets; print(secrets.randbelow(2**32))')
+    echo "fuzzing with seed $seed, {{examples}} examples per operation"
+    FUZZ_SEED=$seed FUZZ_EXAMPLES={{examples}} python -m pytest tests/test_fuzz.py -m fuzz \
+        --hypothesis-seed="$seed" {{args}}
+    status=$?
+    echo "seed $seed: replay with \`just fuzz $seed {{examples}}\`"
+    exit $status
+
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
 openapi:
     python -m service.openapi_document openapi.json

@@ -106,13 +106,14 @@ def methods_of_path(app: Litestar, path_template: str) -> str:
 
 
 class ServiceApp(Litestar):
-    """Litestar, with what must happen before routing, which no hook nor middleware can do.
+    """Litestar, plus what must run before routing, which no hook nor middleware does.
 
-    - the host check: an unknown host gets 400 whatever the path (an unrouted path must not
-      answer 404 first), in the Error shape (Litestar's ``allowed_hosts`` answers its own body);
-    - the access log: it times a request from its arrival and sees every answer, those that
-      never reach a route (404, 405, 413) included, (hooks and middleware see routed requests only);
-    - the request id is chosen here, before anything can answer, for the log and the header.
+    Why, one line each:
+    - host check: 400 in the Error shape for any path; Litestar's ``allowed_hosts`` is a route
+      middleware (an unknown path on a wrong host would get 404) answering a body of its own;
+    - access log: timed from the request's arrival, for every answer, 404, 405 and 413 too;
+      middleware and ``after_request`` run for routed requests only;
+    - request id: chosen before anything can answer, so the log line and the header agree.
     """
 
     def __init__(
