@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<key>[^`]*)`)?$", re.S)
 _MISSING_FIELD = re.compile(r"missing required field `(?P<key>[^`]+)`")
+EMPTY_BODY = "The request body is empty; expected a JSON object."
 _PATH_PARAMETER = re.compile(r"\{(?P<name>\w+)(?::[^}]*)?\}")
 
 
@@ -54,6 +55,18 @@ class StrictRequest(Request[Any, Any, Any]):
 
     __slots__ = ()
 
+    async def body(self) -> bytes:
+        """The raw body; 400 when it is empty and the handler requires one.
+
+        Litestar skips ``json()`` for an empty body, and would then name a missing ``data``.
+        """
+        body = await super().body()
+        data_field = self.route_handler.parsed_data_field
+        required = data_field is not None and not (data_field.is_optional or data_field.has_default)
+        if required and not body.strip():
+            raise self._invalid(InvalidBody(EMPTY_BODY))
+        return body
+
     async def json(self) -> Any:
         """The body as the handler's ``data`` type: 415 unless JSON, 400 unless strictly valid."""
         data_field = self.route_handler.parsed_data_field
@@ -68,10 +81,13 @@ class StrictRequest(Request[Any, Any, Any]):
         try:
             return decode_strictly(await self.body(), data_field.annotation)
         except InvalidBody as exc:
-            raise ValidationException(
-                detail=f"Validation failed for {self.method} {self.url.path}",
-                extra=[{"message": exc.message, "key": exc.key, "source": "body"}],
-            ) from None
+            raise self._invalid(exc) from None
+
+    def _invalid(self, exc: InvalidBody) -> ValidationException:
+        return ValidationException(
+            detail=f"Validation failed for {self.method} {self.url.path}",
+            extra=[{"message": exc.message, "key": exc.key, "source": "body"}],
+        )
 
 
 def is_json_media_type(media_type: str, options: Mapping[str, str]) -> bool:
@@ -94,7 +110,7 @@ def decode_strictly(body: bytes, body_type: Any) -> Any:
     an empty body, bytes that are not UTF-8 JSON, a JSON value that is not an object.
     """
     if not body.strip():
-        raise InvalidBody("The request body is empty; expected a JSON object.")
+        raise InvalidBody(EMPTY_BODY)
     try:
         try:
             data = _decoder(body_type).decode(body)
@@ -187,7 +203,7 @@ def canonical_path_integers(connection: ASGIConnection[Any, Any, Any, Any], _: o
         raise NotFoundException()
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
     """The query parameters ``handler`` declares as single values (not lists)."""
     names = set()

@@ -293,3 +293,16 @@ def test_list_with_a_query_parameter_given_twice_is_400_naming_it(
 
 def test_list_ignores_a_repeated_parameter_it_does_not_declare(client: Client) -> None:
     assert client.get("/heroes?utm=1&utm=2").status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_empty_body_is_400_saying_so(client: Client, method: str, content_type: str | None) -> None:
+    hero = create(client)
+    path = "/heroes" if method == "POST" else f"/heroes/{hero['id']}"
+    headers = {"content-type": content_type} if content_type else {}
+
+    error = assert_error(client.request(method, path, content=b"", headers=headers), 400)
+
+    assert error.extra
+    assert "empty" in error.extra[0].message
