@@ -7,10 +7,11 @@ given twice. The service accepts none of that; each rule below answers 4xx in th
 
 How each rule is switched on, so that no later setting can switch it off unseen:
 
-- The body: ``StrictRequest``, the app's ``request_class``, decodes in ``json()``, which
-  Litestar's data extraction calls for every JSON ``data`` parameter. A ``before_request`` hook
-  (the earlier way) is silently replaced by any hook a controller or handler declares; a request
-  class is replaced only by another request class, which no one sets for an unrelated reason.
+- The body: ``StrictRequest``, the app's documented ``request_class``, decodes in ``json()``,
+  which Litestar's data extraction calls for every JSON ``data`` parameter (and refuses an empty
+  body in ``body()``, as Litestar skips ``json()`` then). A ``before_request`` hook, the earlier
+  way, is silently replaced by any hook a controller or handler declares; a request class only by
+  another request class, which no one sets for an unrelated reason.
 - Path integers and repeated query parameters: app-level guards. Litestar runs the guards of
   every layer (app, router, controller, handler) one after another; they never replace each other.
 """
