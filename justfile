@@ -24,15 +24,16 @@ test-fast *args:
     python -m pytest -m "not live and not fuzz and not sdk and not browser" {{args}}
 
 # Fuzz the API with Schemathesis on a random seed, or replay one: `just fuzz 1234`
-fuzz seed="" examples="300" *args="":
+[positional-arguments]
+fuzz seed="" examples="300" *pytest_args:
     #!/usr/bin/env sh
-    seed="{{seed}}"
+    seed="$1"; examples="$2"; shift 2
     [ -n "$seed" ] || seed=$(python -c 'import secrets; print(secrets.randbelow(2**32))')
-    echo "fuzzing with seed $seed, {{examples}} examples per operation"
-    FUZZ_SEED=$seed FUZZ_EXAMPLES={{examples}} python -m pytest tests/test_fuzz.py -m fuzz \
-        --hypothesis-seed="$seed" {{args}}
+    echo "fuzzing with seed $seed, $examples examples per operation"
+    FUZZ_SEED=$seed FUZZ_EXAMPLES=$examples python -m pytest tests/test_fuzz.py -m fuzz \
+        --hypothesis-seed="$seed" "$@"
     status=$?
-    echo "seed $seed: replay with \`just fuzz $seed {{examples}}\`"
+    echo "seed $seed: replay with \`just fuzz $seed $examples\`"
     exit $status
 
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
