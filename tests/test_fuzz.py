@@ -19,6 +19,7 @@ import hypothesis
 import msgspec
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from litestar import Litestar
 from schemathesis import Case, CheckContext, Response
 from schemathesis.python.asgi import shutdown_lifespans
@@ -64,6 +65,14 @@ STATEFUL_SETTINGS = hypothesis.settings(
 )
 """A hundred scenarios of up to eight linked calls."""
 
+FIXED_DETAILS = {
+    404: "Hero not found",
+    409: "The database refused the write; nothing was stored.",
+    412: "The hero has changed since the ETag in If-Match was issued",
+    503: "The database is busy or unavailable; retry shortly.",
+}
+"""The ``detail`` of answers that say the same whatever the request."""
+
 SHORTEST_TELLING_SECRET = 8
 """Shorter secret names are too likely to turn up in an answer by chance to count as a leak."""
 
@@ -71,18 +80,17 @@ SHORTEST_TELLING_SECRET = 8
 @schemathesis.check
 def secret_names_stay_secret(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     """No answer has a ``secret_name`` field, nor shows the secret name the request sent."""
-    shown = response.text
     if "json" in ",".join(response.headers.get("content-type", [])) and response.content:
-        answer = msgspec.json.decode(response.content)
-        assert "secret_name" not in field_names(answer), "The answer has a secret_name field"
-        if response.status_code >= 400 and isinstance(answer, dict):
-            # An error's detail is a fixed sentence (with the method and path), which generated
-            # input may happen to hold: "Hero not found" came as a secret name once.
-            shown = repr(answer.get("extra"))
+        leaked = "secret_name" in field_names(msgspec.json.decode(response.content))
+        assert not leaked, "The answer has a secret_name field"
     body = case.body if isinstance(case.body, dict) else {}
     sent = body.get("secret_name")
     if isinstance(sent, str) and len(sent) >= SHORTEST_TELLING_SECRET:
-        shown += repr(response.headers)
+        shown = response.text + repr(response.headers)
+        if response.status_code in FIXED_DETAILS:
+            # The fuzzer reuses text from earlier answers: a secret name "Hero not found" is
+            # not shown by a 404 that always says so.
+            shown = shown.replace(FIXED_DETAILS[response.status_code], "")
         told_elsewhere = any(sent in str(v) for k, v in body.items() if k != "secret_name")
         assert told_elsewhere or sent not in shown, "The answer shows the secret name sent"
     return None
@@ -127,21 +135,27 @@ def test_every_operation_keeps_its_contract(case: Case[Any], fuzzed_app: Litesta
 def test_linked_operations_keep_their_contract(fuzzed_app: Litestar, database_url: str) -> None:
     linked = schemathesis.openapi.from_asgi("/schema/openapi.json", fuzzed_app, config=config())
     engine = direct_engine(database_url)
-    empty = (
-        "TRUNCATE heroes RESTART IDENTITY"
-        if engine.dialect.name == "postgresql"
-        else "DELETE FROM heroes"  # no AUTOINCREMENT: ids start at 1 again
-    )
 
-    class FromAnEmptyDatabase(linked.as_state_machine()):  # type: ignore[misc]
-        """Each scenario starts on an empty table, so that Hypothesis can replay one exactly
-        (the links it follows come from earlier answers) when it shrinks a failure."""
+    class FromNoHeroes(linked.as_state_machine()):  # type: ignore[misc]
+        """Each scenario starts with no heroes, so that replaying one sends the same requests.
+
+        Hypothesis replays and varies scenarios; with heroes left by the earlier ones, the same
+        steps would list other heroes and draw other ids, which it reports as a flaky test.
+        """
 
         def setup(self) -> None:
-            with engine.begin() as connection:
-                connection.exec_driver_sql(empty)
+            remove_every_hero(engine)
 
     try:
-        FromAnEmptyDatabase.run(settings=STATEFUL_SETTINGS)
+        FromNoHeroes.run(settings=STATEFUL_SETTINGS)
     finally:
         engine.dispose()
+
+
+def remove_every_hero(engine: sa.Engine) -> None:
+    """Empty the heroes table and restart its ids, behind the app's back."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("DELETE FROM heroes")
+        else:
+            connection.exec_driver_sql("TRUNCATE heroes RESTART IDENTITY")
