@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import Request
 from litestar.constants import RESERVED_KWARGS
+from litestar.enums import ParamType
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.params import ParameterKwarg
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
@@ -206,18 +207,17 @@ def canonical_path_integers(connection: ASGIConnection[Any, Any, Any, Any], _: o
 
 @functools.lru_cache(maxsize=256)
 def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
-    """The query parameters ``handler`` declares as single values (not lists)."""
+    """The parameters ``handler`` declares as single values (not lists), path ones included."""
     names = set()
-    in_path = {m["name"] for path in handler.paths for m in _PATH_PARAMETER.finditer(path)}
     dependencies = handler.resolve_dependencies()
     for name, field in handler.parsed_fn_signature.parameters.items():
-        if name in RESERVED_KWARGS or name in in_path or name in dependencies:
+        if name in RESERVED_KWARGS or name in dependencies:
             continue
         kwarg = field.kwarg_definition
         if isinstance(kwarg, ParameterKwarg):
-            if kwarg.header or kwarg.cookie:
+            if kwarg.param_type != ParamType.QUERY:
                 continue
-            name = kwarg.query or name  # noqa: PLW2901
+            name = kwarg.name or name  # noqa: PLW2901
         elif kwarg is not None:
             continue
         if not field.is_non_string_sequence:
@@ -236,9 +236,8 @@ def single_query_values(
     if not connection.scope.get("query_string"):
         return
     query = connection.query_params
-    repeated = [
-        name for name in sorted(scalar_query_names(handler)) if len(query.getall(name, [])) > 1
-    ]
+    names = scalar_query_names(handler) - connection.path_params.keys()
+    repeated = [name for name in sorted(names) if len(query.getall(name, [])) > 1]
     if repeated:
         raise ValidationException(
             detail=f"Validation failed for {connection.scope.get('method')} {connection.url.path}",

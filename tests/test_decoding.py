@@ -19,6 +19,7 @@ from service.decoding import (
     duplicate_key,
     is_json_media_type,
     non_canonical_integer,
+    scalar_query_names,
 )
 from service.schemas import HeroCreate
 from service.settings import Settings
@@ -172,3 +173,17 @@ def test_non_canonical_integer(path: str, expected: str | None) -> None:
 
 def test_non_canonical_integer_leaves_other_parameters_alone() -> None:
     assert non_canonical_integer("/a/{name}/{n}", "/a/ x /7", {"name": " x ", "n": 7}) is None
+
+
+def test_scalar_query_names_are_the_declared_single_value_parameters(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", access_log=False))
+    handlers = app.route_handler_method_map
+
+    assert scalar_query_names(handlers["/heroes"]["GET"]) == {
+        "offset",
+        "limit",
+        "name",
+        "min_age",
+        "max_age",
+    }
+    assert scalar_query_names(handlers["/heroes/{hero_id:int}"]["PATCH"]) == {"hero_id"}
