@@ -86,7 +86,10 @@ def secret_names_stay_secret(ctx: CheckContext, response: Response, case: Case[A
     body = case.body if isinstance(case.body, dict) else {}
     sent = body.get("secret_name")
     if isinstance(sent, str) and len(sent) >= SHORTEST_TELLING_SECRET:
-        shown = response.text + repr(response.headers)
+        # The media type is the service's whatever the request ("application/json" came as a
+        # secret name once); every other header may carry what the client sent.
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+        shown = response.text + repr(headers)
         if response.status_code in FIXED_DETAILS:
             # The fuzzer reuses text from earlier answers: a secret name "Hero not found" is
             # not shown by a 404 that always says so.
