@@ -26,9 +26,26 @@ test *args:
 backup path:
     python -m service backup {{path}}
 
+# The tests but for live servers, fuzzing, SDKs and browsers: a quick check while coding
+test-fast *args:
+    python -m pytest -m "not live and not fuzz and not sdk and not browser" {{args}}
+
+# Fuzz the API with Schemathesis on a random seed, or replay one: `just fuzz 1234`
+[positional-arguments]
+fuzz seed="" examples="300" *pytest_args:
+    #!/usr/bin/env sh
+    seed="$1"; examples="$2"; shift 2
+    [ -n "$seed" ] || seed=$(python -c 'import secrets; print(secrets.randbelow(2**32))')
+    echo "fuzzing with seed $seed, $examples examples per operation"
+    FUZZ_SEED=$seed FUZZ_EXAMPLES=$examples python -m pytest tests/test_fuzz.py -m fuzz \
+        --hypothesis-seed="$seed" "$@"
+    status=$?
+    echo "seed $seed: replay with \`just fuzz $seed $examples\`"
+    exit $status
+
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
 openapi:
-    python -m service.openapi openapi.json
+    python -m service.openapi_document openapi.json
 
 # Pin the docs pages' assets to these npm versions, e.g. `just docs-assets redoc@2.5.4` (needs npm)
 docs-assets +specs:

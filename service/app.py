@@ -14,15 +14,16 @@ from litestar.openapi.spec import Tag
 from litestar.plugins import PluginProtocol
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
-from service import docs
+from service import decoding, docs
 from service.db import DatabaseConfig, database_config, open_database, prepare_schema
-from service.errors import EXCEPTION_HANDLERS, decode_body_strictly
-from service.heroes.controller import HeroController, link_new_hero
+from service.errors import EXCEPTION_HANDLERS
+from service.heroes.controller import HeroController
 from service.limits import rate_limit
 from service.metrics import prometheus
-from service.ops import HealthController, ServiceApp, logging_config
+from service.openapi import complete_document
+from service.ops import HealthController, ServiceApp, add_response_headers, logging_config
 from service.proxies import TrustedProxies
-from service.security import api_key_guard, document_api_key
+from service.security import api_key_guard
 from service.settings import Settings, SettingsError, comma_list
 from service.sql import Database
 
@@ -46,13 +47,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     db = open_database(database, settings)
     handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
     middleware: list[Middleware] = []
-    on_startup: list[LifespanHook] = [partial(prepare_schema, database), link_new_hero]
+    on_startup: list[LifespanHook] = [
+        partial(prepare_schema, database),
+        partial(complete_document, api_key=bool(settings.api_keys)),
+    ]
     on_shutdown: list[LifespanHook] = [db.close]
-    guards: list[Guard] = []
-    proxies = TrustedProxies(settings.forwarded_allow_ips)
+    guards: list[Guard] = list(decoding.GUARDS)
     if settings.api_keys:
         guards.append(api_key_guard(settings.api_keys))
-        on_startup.append(document_api_key)
     # The first middleware is the outermost: metrics count every answer, 429s included.
     if settings.metrics:
         metrics_middleware, metrics_controller = prometheus()
@@ -66,7 +68,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.tracing:
         plugins += tracing(database)
     docs_pages = docs.render_plugins()
-    app = ServiceApp(
+    return ServiceApp(
+        served_hosts=comma_list(settings.allowed_hosts),
+        access_log=settings.access_log,
+        proxies=TrustedProxies(settings.forwarded_allow_ips),
         route_handlers=[*handlers, docs.DocsAliases],
         plugins=plugins,
         signature_namespace={"Database": Database},
@@ -76,7 +81,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=guards,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=decode_body_strictly,
+        request_class=decoding.StrictRequest,
+        before_send=[add_response_headers],
         request_max_body_size=settings.max_body_size,
         cors_config=cors(settings),
         logging_config=logging_config(settings),
@@ -94,10 +100,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=docs_pages,
         ),
     )
-    app.access_log = settings.access_log
-    app.proxies = proxies
-    app.served_hosts = tuple(host.lower() for host in comma_list(settings.allowed_hosts))
-    return app
 
 
 EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After"]

@@ -7,11 +7,11 @@ import re
 import threading
 import time
 import uuid
-from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
 from litestar import Controller, Litestar, Response, get
+from litestar.datastructures import MutableScopeHeaders
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
@@ -19,7 +19,7 @@ from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 
-from service.errors import REQUEST_ID_KEY, TRACE_ID_KEY, documented_errors
+from service.errors import REQUEST_ID_STATE, TRACE_ID_KEY, documented_errors
 from service.heroes.queries import SELECT_ONE
 from service.proxies import TrustedProxies
 from service.schemas import Error
@@ -45,7 +45,7 @@ access_logger = logging.getLogger("service.access")
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """Request ids a client may choose; anything else is replaced, so it cannot forge log lines."""
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff")]
 SHUTTING_DOWN = threading.Event()
 """Set when the server begins a graceful shutdown: answers then close their connection."""
 
@@ -79,21 +79,77 @@ class HealthController(Controller):
         return Response(Health("ready"))
 
 
-class ServiceApp(Litestar):
-    """Litestar, with what every answer carries, routed or not (404, 405 and 413 too).
+async def add_response_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: every answer carries its request id and the security headers.
 
-    Each request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
-    one), returned in ``X-Request-ID`` beside the security headers, and one JSON line in the
-    access log (with the trace id too when tracing is on). A request for a host not in
-    ``served_hosts`` gets 400 in the ``Error`` shape.
-    An answer to ``OPTIONS`` (or a 405) lists every method of its path in ``Allow``: Litestar
-    2.25 lists only those of the first handler registered on the path (``OPTIONS, POST`` on
-    /heroes). ``HEAD`` is answered wherever ``GET`` is, as a ``GET`` without its body.
+    It sees every answer of the app, routed or not (404, 405 and 413 too). An answer to
+    ``OPTIONS`` or a 405 lists every method of its path in ``Allow``, ``HEAD`` beside ``GET``:
+    Litestar 2.25 lists only those of the first handler registered on the path, ``OPTIONS,
+    POST`` on /heroes (litestar#4169). During a graceful shutdown, answers close their connection.
+    """
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    headers.add("X-Request-ID", request_id(scope))
+    for name, value in SECURITY_HEADERS:
+        headers.add(name, value)
+    if "allow" in headers and (
+        scope.get("method") == "OPTIONS" or message["status"] == HTTP_405_METHOD_NOT_ALLOWED
+    ):
+        template = scope.get("path_template")
+        methods = methods_of_path(Litestar.from_scope(scope), template) if template else ""
+        headers["Allow"] = methods or with_head(headers["Allow"])
+    if SHUTTING_DOWN.is_set():
+        headers["Connection"] = "close"
+
+
+def methods_of_path(app: Litestar, path_template: str) -> str:
+    """Every method the app answers on ``path_template`` (``/heroes/{hero_id}``), sorted."""
+    methods = {
+        method
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and route.path_format == path_template
+        for method in route.methods
+    }
+    if "GET" in methods:
+        methods.add("HEAD")  # answered by ServiceApp wherever GET is
+    return ", ".join(sorted(methods))
+
+
+def with_head(allow: str) -> str:
+    """An ``Allow`` value with ``HEAD`` beside ``GET``."""
+    methods = {method.strip() for method in allow.split(",")}
+    return ", ".join(sorted(methods | {"HEAD"} if "GET" in methods else methods))
+
+
+class ServiceApp(Litestar):
+    """Litestar, plus what must run before routing, which no hook nor middleware does.
+
+    Why, one line each:
+    - host check: 400 in the Error shape for any path; Litestar's ``allowed_hosts`` is a route
+      middleware (an unknown path on a wrong host would get 404) answering a body of its own;
+    - access log: timed from the request's arrival, for every answer, 404, 405 and 413 too;
+      middleware and ``after_request`` run for routed requests only;
+    - request id: chosen before anything can answer, so the log line and the header agree;
+    - client address: taken from ``X-Forwarded-For`` behind trusted proxies before any layer
+      (rate limit, access log) reads it;
+    - HEAD: answered as a GET without its body wherever GET is (RFC 9110, 9.3.2); Litestar's
+      ``@get`` routes answer HEAD with 405.
     """
 
-    access_log: bool = True
-    served_hosts: tuple[str, ...] = ("*",)
-    proxies: TrustedProxies = TrustedProxies("")
+    def __init__(
+        self,
+        *,
+        served_hosts: Iterable[str] = ("*",),
+        access_log: bool = True,
+        proxies: TrustedProxies | None = None,
+        **config: Any,
+    ) -> None:
+        """Build the app from Litestar's ``config``, answering for ``served_hosts`` only."""
+        super().__init__(**config)
+        self.served_hosts = tuple(host.lower() for host in served_hosts)
+        self.access_log = access_log
+        self.proxies = proxies or TrustedProxies("")
 
     async def __call__(
         self,
@@ -105,11 +161,10 @@ class ServiceApp(Litestar):
         if scope["type"] != ScopeType.HTTP:
             await super().__call__(scope, receive, send)
             return
-        http_send = cast("Send", send)
         http_scope = cast("HTTPScope", scope)
+        http_send = cast("Send", send)
         started = time.perf_counter()
-        request_id = _request_id(http_scope)
-        http_scope[REQUEST_ID_KEY] = request_id  # type: ignore[literal-required]
+        request_id(http_scope)
         status = 500
         method = http_scope["method"]
         peer = (http_scope.get("client") or (None, 0))[0]
@@ -126,45 +181,27 @@ class ServiceApp(Litestar):
                 },
             )
 
-        async def send_with_headers(message: Message) -> None:
+        async def send_noting_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.get("headers", ())
-                if method == "OPTIONS" and "path_template" in http_scope:
-                    headers = self._allow_every_method(headers, http_scope["path_template"])
-                elif status == HTTP_405_METHOD_NOT_ALLOWED:
-                    headers = [(k, _with_head(v) if k == b"allow" else v) for k, v in headers]
-                message["headers"] = [
-                    *headers,
-                    (b"x-request-id", request_id),
-                    *SECURITY_HEADERS,
-                    *([(b"connection", b"close")] if SHUTTING_DOWN.is_set() else []),
-                ]
             elif method == "HEAD" and message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await http_send(message)
 
+        async def send_refusal(message: Message) -> None:
+            await add_response_headers(message, http_scope)
+            await send_noting_status(message)
+
         try:
             if host_allowed(http_scope, self.served_hosts):
-                await super().__call__(http_scope, receive, send_with_headers)
+                await super().__call__(http_scope, receive, send_noting_status)
             else:
-                await WRONG_HOST(http_scope, cast("Receive", receive), send_with_headers)
+                await WRONG_HOST(http_scope, cast("Receive", receive), send_refusal)
         finally:
             if self.access_log:
-                access_logger.info(
-                    msgspec.json.encode(
-                        {
-                            "method": method,
-                            "path": http_scope["path"],
-                            "status": status,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                            "request_id": request_id.decode(),
-                            "client": client,
-                            **_trace_id(http_scope),
-                        }
-                    ).decode()
-                )
+                duration = time.perf_counter() - started
+                access_logger.info(access_log_line(http_scope, method, status, duration))
 
     @staticmethod
     def _patch_opentelemetry_middleware(config: AppConfig) -> AppConfig:
@@ -173,23 +210,21 @@ class ServiceApp(Litestar):
         # TRACING on, service.tracing adds the plugin), so with tracing off nothing is imported.
         return config
 
-    @cached_property
-    def _methods_by_path(self) -> dict[str, bytes]:
-        return {
-            route.path_format: ", ".join(
-                sorted(route.methods | ({"HEAD"} if "GET" in route.methods else set()))
-            ).encode()
-            for route in self.routes
-            if isinstance(route, HTTPRoute)
-        }
 
-    def _allow_every_method(
-        self, headers: Iterable[tuple[bytes, bytes]], path_template: str
-    ) -> list[tuple[bytes, bytes]]:
-        methods = self._methods_by_path.get(path_template)
-        return [
-            (name, methods if name == b"allow" and methods else value) for name, value in headers
-        ]
+def access_log_line(scope: HTTPScope, method: str, status: int, duration: float) -> str:
+    """The access log's JSON line for one answered request (``duration`` in seconds)."""
+    trace_id = scope.get(TRACE_ID_KEY)
+    return msgspec.json.encode(
+        {
+            "method": method,
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+            "request_id": request_id(scope),
+            "client": (scope.get("client") or (None, 0))[0],
+            **({"trace_id": trace_id} if isinstance(trace_id, str) else {}),
+        }
+    ).decode()
 
 
 WRONG_HOST = ASGIResponse(
@@ -206,6 +241,11 @@ def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
     if "*" in allowed:
         return True
     host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+    return host_matches(host, allowed)
+
+
+def host_matches(host: str, allowed: Iterable[str]) -> bool:
+    """Whether a Host header value (port and case aside) is one of the lower-case ``allowed``."""
     name = host.rsplit(":", 1)[0].lower() if not host.endswith("]") else host.lower()
     return any(
         name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
@@ -213,22 +253,21 @@ def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
     )
 
 
-def _trace_id(scope: HTTPScope) -> dict[str, str]:
-    trace_id = scope.get(TRACE_ID_KEY)
-    return {"trace_id": trace_id} if isinstance(trace_id, str) else {}
+def request_id(scope: Scope | HTTPScope) -> str:
+    """The request's id, chosen once and kept in its scope's state (see ``choose_request_id``)."""
+    state = scope.setdefault("state", {})
+    chosen: str | None = state.get(REQUEST_ID_STATE)
+    if chosen is None:
+        chosen = state[REQUEST_ID_STATE] = choose_request_id(scope["headers"])
+    return chosen
 
 
-def _with_head(allow: bytes) -> bytes:
-    """An ``Allow`` value with ``HEAD`` added beside ``GET``."""
-    methods = [m.strip() for m in allow.split(b",")]
-    return b", ".join([*methods, b"HEAD"]) if b"GET" in methods else allow
-
-
-def _request_id(scope: HTTPScope) -> bytes:
-    for name, value in scope["headers"]:
+def choose_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new random one."""
+    for name, value in headers:
         if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
-            return bytes(value)
-    return uuid.uuid4().hex.encode()
+            return value.decode("ascii")
+    return uuid.uuid4().hex
 
 
 def logging_config(settings: Settings) -> LoggingConfig:

@@ -1,4 +1,4 @@
-"""Who may write: the optional API key, and the OpenAPI security scheme that documents it."""
+"""Who may write: the optional API key (service.openapi documents it)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,12 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
-from litestar import Litestar
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
-from litestar.openapi.spec import (
-    Components,
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    Reference,
-    SecurityScheme,
-)
 from litestar.types import Guard
 
-from service.errors import ERROR_DESCRIPTIONS
-
-UNAUTHORIZED = OpenAPIResponse(
-    description=ERROR_DESCRIPTIONS[401],
-    content={"application/json": OpenAPIMediaType(schema=Reference("#/components/schemas/Error"))},
-)
-
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
-SCHEME = "apiKey"
+"""The methods that need the API key, when there is one; the OpenAPI document says so too."""
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="heroes"'}
 
 
@@ -55,23 +40,3 @@ def api_key_guard(api_keys: Sequence[str]) -> Guard:
             )
 
     return require_api_key
-
-
-def document_api_key(app: Litestar) -> None:
-    """Declare the bearer scheme in OpenAPI and require it on every write operation."""
-    openapi = app.openapi_schema
-    components = openapi.components or Components()
-    components.security_schemes = {
-        **(components.security_schemes or {}),
-        SCHEME: SecurityScheme(
-            type="http",
-            scheme="bearer",
-            description="The service's API_KEY; needed for POST, PATCH and DELETE.",
-        ),
-    }
-    openapi.components = components
-    for item in (openapi.paths or {}).values():
-        for operation in (item.post, item.patch, item.put, item.delete):
-            if operation is not None:
-                operation.security = [{SCHEME: []}]
-                operation.responses = {**(operation.responses or {}), "401": UNAUTHORIZED}

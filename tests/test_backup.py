@@ -14,6 +14,8 @@ import httpx
 
 from tests.live import running_server, stored_heroes
 
+pytestmark = pytest.mark.live
+
 
 def backup(database_url: str, path: Path) -> subprocess.CompletedProcess[str]:
     """Run the backup command as an operator would."""

@@ -166,3 +166,143 @@ def test_huge_age_filter_within_bounds_works(client: Client) -> None:
     create(client, "Old", AGE_MAX)
 
     assert [h["age"] for h in client.get(f"/heroes?min_age={AGE_MAX}").json()] == [AGE_MAX]
+
+
+NOT_UTF8 = b'{"name":"\xff\xfe","secret_name":"s"}'
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_body_with_bytes_that_are_not_utf8_in_a_string_is_400(client: Client, method: str) -> None:
+    hero = create(client)
+    path = "/heroes" if method == "POST" else f"/heroes/{hero['id']}"
+
+    response = client.request(
+        method, path, content=NOT_UTF8, headers={"content-type": "application/json"}
+    )
+
+    assert_error(response, 400)
+    assert client.get("/heroes").json() == [hero]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        "text/json",
+        "application/json; charset=latin-1",
+        None,
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_body_that_is_not_sent_as_json_is_415(
+    client: Client, method: str, content_type: str | None
+) -> None:
+    hero = create(client)
+    path = "/heroes" if method == "POST" else f"/heroes/{hero['id']}"
+    body = json.dumps(new_hero("Simple Request")).encode()
+    request = client.build_request(method, path, content=body)
+    if content_type is None:
+        request.headers.pop("content-type", None)
+    else:
+        request.headers["content-type"] = content_type
+
+    response = client.send(request)
+
+    assert_error(response, 415)
+    assert client.get("/heroes").json() == [hero]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        "application/merge-patch+json",
+    ],
+)
+def test_body_sent_as_any_json_type_is_accepted(client: Client, content_type: str) -> None:
+    body = json.dumps(new_hero("Deadpond")).encode()
+
+    response = client.post("/heroes", content=body, headers={"content-type": content_type})
+
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"name": "a", "name": "b", "secret_name": "s"}', "name"),
+        (b'{"name": "a", "secret_name": "s", "age": 1, "age": 2}', "age"),
+        (b'{"name": "a", "secret_name": "s", "extra": {"x": 1, "x": 2}}', "x"),
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_body_with_a_duplicate_key_is_400_naming_it(
+    client: Client, method: str, body: bytes, key: str
+) -> None:
+    hero = create(client)
+    path = "/heroes" if method == "POST" else f"/heroes/{hero['id']}"
+
+    response = client.request(
+        method, path, content=body, headers={"content-type": "application/json"}
+    )
+
+    assert_error(response, 400, key)
+    assert client.get("/heroes").json() == [hero]
+
+
+NON_CANONICAL_IDS = ["012", "+12", "1_2", "\u0661\u0662", "%2012", "12%20", "%0912", "-0", "12.0"]
+
+
+@pytest.mark.parametrize("hero_id", NON_CANONICAL_IDS)
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_hero_id_not_in_canonical_form_is_404(client: Client, method: str, hero_id: str) -> None:
+    for _ in range(12):
+        create(client)
+
+    response = client.request(method, f"/heroes/{hero_id}", json={"age": 1})
+
+    assert_error(response, 404)
+    assert client.get("/heroes/12").json()["age"] is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "offset=1&offset=2",
+        "limit=1&limit=abc",
+        "name=a&name=b",
+        "min_age=1&min_age=1",
+        "max_age=5&limit=3&max_age=6",
+    ],
+)
+def test_list_with_a_query_parameter_given_twice_is_400_naming_it(
+    client: Client, query: str
+) -> None:
+    key = next(
+        part.split("=")[0] for part in query.split("&") if query.count(part.split("=")[0]) > 1
+    )
+
+    assert_error(client.get(f"/heroes?{query}"), 400, key)
+
+
+def test_list_ignores_a_repeated_parameter_it_does_not_declare(client: Client) -> None:
+    assert client.get("/heroes?utm=1&utm=2").status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_empty_body_is_400_saying_so(client: Client, method: str, content_type: str | None) -> None:
+    hero = create(client)
+    path = "/heroes" if method == "POST" else f"/heroes/{hero['id']}"
+    headers = {"content-type": content_type} if content_type else {}
+
+    error = assert_error(client.request(method, path, content=b"", headers=headers), 400)
+
+    assert error.extra
+    assert "empty" in error.extra[0].message

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from service.heroes.etags import (
+    ENTITY_TAGS,
+    MalformedEntityTags,
+    allowed_versions,
+    entity_tags,
+    etag,
+    matches_any,
+)
 from tests.helpers import Client, assert_error, create, new_hero
 
 
@@ -39,7 +49,7 @@ def test_patch_with_matching_if_match_succeeds(client: Client) -> None:
     assert response.json()["name"] == "Renamed"
 
 
-@pytest.mark.parametrize("if_match", ['"2"', 'W/"1"', "garbage", '"1" "2"', ""])
+@pytest.mark.parametrize("if_match", ['"2"', 'W/"1"', '"2", W/"1"', '"abc"', ""])
 def test_patch_with_stale_or_unusable_if_match_is_412_and_changes_nothing(
     client: Client, if_match: str
 ) -> None:
@@ -51,6 +61,33 @@ def test_patch_with_stale_or_unusable_if_match_is_412_and_changes_nothing(
 
     assert_error(response, 412)
     assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+MALFORMED_TAGS = ["null", "garbage", "1", '"1" "2"', '"1",', "W/1", '"1', '*, "1"', '"a b"']
+
+
+@pytest.mark.parametrize("if_match", MALFORMED_TAGS)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_malformed_if_match_is_400_naming_it_and_changes_nothing(
+    client: Client, method: str, if_match: str
+) -> None:
+    hero = create(client)
+
+    response = client.request(
+        method, f"/heroes/{hero['id']}", json={"age": 9}, headers={"If-Match": if_match}
+    )
+
+    assert_error(response, 400, "If-Match")
+    assert client.get(f"/heroes/{hero['id']}").json() == hero
+
+
+@pytest.mark.parametrize("if_none_match", MALFORMED_TAGS)
+def test_malformed_if_none_match_is_400_naming_it(client: Client, if_none_match: str) -> None:
+    hero = create(client)
+
+    response = client.get(f"/heroes/{hero['id']}", headers={"If-None-Match": if_none_match})
+
+    assert_error(response, 400, "If-None-Match")
 
 
 def test_second_writer_with_the_same_etag_loses(client: Client) -> None:
@@ -111,3 +148,66 @@ def test_get_with_stale_if_none_match_answers_the_hero(client: Client) -> None:
 
     assert response.status_code == 200
     assert response.json()["age"] == 3
+
+
+# The rules themselves, as pure functions.
+
+
+@pytest.mark.parametrize(
+    ("value", "tags"),
+    [
+        ("*", None),
+        (" * ", None),
+        ('"1"', ['"1"']),
+        ('W/"1"', ['W/"1"']),
+        ('"1", W/"2",\t"abc"', ['"1"', 'W/"2"', '"abc"']),
+        ('""', ['""']),
+        ("", []),
+    ],
+)
+def test_entity_tags_lists_each_tag(value: str, tags: list[str] | None) -> None:
+    assert entity_tags(value, "If-Match") == tags
+
+
+@pytest.mark.parametrize("value", [*MALFORMED_TAGS, '"1"\n', 'w/"1"', '"é"', "**"])
+def test_entity_tags_refuses_what_is_not_the_syntax(value: str) -> None:
+    with pytest.raises(MalformedEntityTags) as refused:
+        entity_tags(value, "If-None-Match")
+
+    assert refused.value.header == "If-None-Match"
+
+
+def test_the_documented_pattern_is_the_one_checked() -> None:
+    assert re.fullmatch(ENTITY_TAGS, '"1", W/"2"')
+    assert not re.search(ENTITY_TAGS, "null")
+
+
+@pytest.mark.parametrize(
+    ("if_match", "versions"),
+    [
+        (None, None),
+        ("*", None),
+        ('"3"', [3]),
+        ('"3", "5"', [3, 5]),
+        ('W/"3"', []),
+        ('"abc", "7"', [7]),
+        (f'"{10**19}"', []),
+        ("", []),
+    ],
+)
+def test_allowed_versions_compares_strongly(
+    if_match: str | None, versions: list[int] | None
+) -> None:
+    assert allowed_versions(if_match) == versions
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "matches"),
+    [("*", True), ('"2"', True), ('W/"2"', True), ('"1", "2"', True), ('"1"', False), ("", False)],
+)
+def test_matches_any_compares_weakly(if_none_match: str, matches: bool) -> None:
+    assert matches_any(if_none_match, 2) is matches
+
+
+def test_etag_quotes_the_version() -> None:
+    assert etag(12) == '"12"'

@@ -5,11 +5,13 @@ only documented status codes, content types, headers and bodies, valid data acce
 data rejected, ``Allow`` right, plus one of ours: no answer gives a secret name away. The
 stateful test walks the links from createHero to the new hero's get, update and delete, which
 adds the checks that need a history (a deleted hero stays gone, a created one can be read).
-Seeds are fixed, so every run sends the same requests.
+The suite's runs are derandomized, so every run sends the same requests. ``just fuzz`` runs
+more examples on a random seed (``FUZZ_SEED``, ``FUZZ_EXAMPLES``), printing the seed to replay.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,11 +26,16 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from service.app import create_app
 from service.heroes.cursors import ORDER_BY, Position, encode_cursor, parse_sort
-from service.openapi import served_document
+from service.openapi_document import served_document
 from service.settings import Settings
 from tests.helpers import direct_engine
 
-SEED = 20240601
+pytestmark = pytest.mark.fuzz
+
+SEED = int(os.environ.get("FUZZ_SEED", "20240601"))
+"""The suite's seed; ``just fuzz`` sets another, at random or to replay."""
+RANDOM_RUN = "FUZZ_SEED" in os.environ
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 
 CONFIG: dict[str, Any] = {
     "seed": SEED,
@@ -43,18 +50,20 @@ CONFIG: dict[str, Any] = {
         # Far above any answer of the service; only a hang or a lock wait would reach it.
         "max_response_time": 5.0,
     },
-    "generation": {"mode": "all", "max-examples": 50, "deterministic": True},
+    "generation": {"mode": "all", "max-examples": EXAMPLES, "deterministic": not RANDOM_RUN},
     # Only the links the document states (createHero to get, update, delete). Links inferred
     # from listHeroes draw ids from a list that the shared database grows between examples, so
     # Hypothesis cannot replay a scenario and stops with FlakyStrategyDefinition.
     "phases": {"stateful": {"inference": {"algorithms": []}}},
 }
-"""All checks; valid and invalid input; 50 fuzzed cases per operation beyond the coverage ones."""
+"""All checks; valid and invalid input; EXAMPLES (50 in the suite) fuzzed cases per operation
+beyond the coverage ones."""
 
 STATEFUL_SETTINGS = hypothesis.settings(
-    max_examples=100,
+    max_examples=2 * EXAMPLES,
     stateful_step_count=8,
-    derandomize=True,
+    # A random run's seed is given to Hypothesis as --hypothesis-seed (see `just fuzz`).
+    derandomize=not RANDOM_RUN,
     deadline=None,
     database=None,
     suppress_health_check=list(hypothesis.HealthCheck),
@@ -82,8 +91,8 @@ def secret_names_stay_secret(ctx: CheckContext, response: Response, case: Case[A
     body = case.body if isinstance(case.body, dict) else {}
     sent = body.get("secret_name")
     if isinstance(sent, str) and len(sent) >= SHORTEST_TELLING_SECRET:
-        # The content type is the service's own, whatever was sent ("application/json" is a
-        # secret name Hypothesis may well draw).
+        # The media type is the service's whatever the request ("application/json" came as a
+        # secret name once); every other header may carry what the client sent.
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
         shown = response.text + repr(headers)
         if response.status_code in FIXED_DETAILS:

@@ -18,6 +18,8 @@ import pytest
 
 from tests.live import free_port
 
+pytestmark = pytest.mark.live
+
 EXTRAS = {"metrics": "prometheus_client", "redis": "redis", "postgres": "psycopg"}
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from tests.live import Server, run_load, running_server, stored_heroes
 
+pytestmark = pytest.mark.live
+
 LOAD_CLIENTS = 256
 LOAD_SECONDS = 4.0
 

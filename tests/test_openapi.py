@@ -12,7 +12,8 @@ from litestar.testing import TestClient
 from openapi_spec_validator import validate
 
 from service.app import create_app
-from service.openapi import render, served_document
+from service.heroes.etags import ENTITY_TAGS
+from service.openapi_document import render, served_document
 from service.settings import Settings
 
 COMMITTED_DOCUMENT = Path(__file__).parents[1] / "openapi.json"
@@ -135,3 +136,34 @@ def test_docs_pages_are_served(page: str) -> None:
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "header"),
+    [("getHero", "If-None-Match"), ("updateHero", "If-Match"), ("deleteHero", "If-Match")],
+)
+def test_entity_tag_headers_declare_their_syntax(
+    document: dict[str, Any], operation_id: str, header: str
+) -> None:
+    parameter = next(
+        p for p in operations(document)[operation_id]["parameters"] if p["name"] == header
+    )
+    assert parameter["required"] is False
+    assert parameter["schema"]["type"] == "string"
+    assert parameter["schema"]["pattern"] == ENTITY_TAGS
+
+
+@pytest.mark.parametrize("operation_id", ["getHero", "updateHero", "deleteHero"])
+def test_hero_id_is_an_integer_in_the_path(document: dict[str, Any], operation_id: str) -> None:
+    hero_id = operations(document)[operation_id]["parameters"][0]
+
+    assert (hero_id["name"], hero_id["in"], hero_id["schema"]["type"]) == (
+        "hero_id",
+        "path",
+        "integer",
+    )
+
+
+@pytest.mark.parametrize("operation_id", ["createHero", "updateHero"])
+def test_operations_with_a_body_document_415(document: dict[str, Any], operation_id: str) -> None:
+    assert "415" in operations(document)[operation_id]["responses"]

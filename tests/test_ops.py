@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from litestar import Litestar
+from litestar import Litestar, Request, get
 from litestar.testing import TestClient
 
 from service.app import create_app
+from service.ops import choose_request_id, host_matches
 from service.settings import Settings
 from tests.helpers import Client, assert_error, create, new_hero
 
@@ -214,3 +216,56 @@ def test_access_log_names_the_forwarded_client_behind_a_trusted_proxy(
 
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "service.access"]
     assert [line["client"] for line in lines] == ["203.0.113.7"]
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "expected"),
+    [
+        ("heroes.example", ["heroes.example"], True),
+        ("Heroes.Example:8443", ["heroes.example"], True),
+        ("api.heroes.example", ["*.heroes.example"], True),
+        ("heroes.example", ["*.heroes.example"], False),
+        ("evilheroes.example", ["*.heroes.example"], False),
+        ("heroes.example.evil", ["heroes.example"], False),
+        ("[::1]", ["[::1]"], True),
+        ("[::1]:8000", ["[::1]"], True),
+        ("", ["heroes.example"], False),
+    ],
+)
+def test_host_matches(host: str, allowed: list[str], expected: bool) -> None:
+    assert host_matches(host, allowed) is expected
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (b"trace-42.a_b:c", True),
+        (b"x" * 128, True),
+        (b"x" * 129, False),
+        (b"", False),
+        (b"has space", False),
+        (b"new\nline", False),
+        (b"caf\xc3\xa9", False),
+    ],
+)
+def test_choose_request_id_keeps_only_sane_tokens(sent: bytes, kept: bool) -> None:
+    chosen = choose_request_id([(b"x-request-id", sent)])
+
+    assert (chosen == sent.decode("latin-1")) is kept
+    assert kept or len(chosen) == 32
+
+
+def test_request_id_is_in_the_request_state(tmp_path: object) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/h.db", access_log=False)
+    app = create_app(settings)
+
+    @get("/whoami", sync_to_thread=False)
+    def whoami(request: Request[Any, Any, Any]) -> str:
+        return str(request.state.request_id)
+
+    app.register(whoami)
+    with TestClient[Litestar](app) as client:
+        response = client.get("/whoami", headers={"X-Request-ID": "abc"})
+
+    assert response.text == "abc"
+    assert response.headers["x-request-id"] == "abc"

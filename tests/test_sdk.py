@@ -17,9 +17,11 @@ from typing import NamedTuple
 
 import pytest
 
-from service.openapi import render, served_document
+from service.openapi_document import render, served_document
 from tests.conftest import IN_CI
 from tests.live import running_server
+
+pytestmark = pytest.mark.sdk
 
 REPO = Path(__file__).parents[1]
 SCENARIO = REPO / "tests" / "sdk_scenario.py"
@@ -77,6 +79,7 @@ def test_python_client_generates_without_warnings(python_client: Generated) -> N
     assert (python_client.path / "hero_service_client" / "api" / "heroes").is_dir()
 
 
+@pytest.mark.live
 def test_python_client_drives_every_operation_on_a_live_server(
     python_client: Generated, database_url: str
 ) -> None:

@@ -20,6 +20,8 @@ import redis
 
 from tests.live import Server, running_server, stored_heroes
 
+pytestmark = pytest.mark.live
+
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE)
 
 

@@ -11,8 +11,25 @@ import re
 Versions = list[int] | None
 """The versions an ``If-Match`` header allows, or None for any (no header, or ``*``)."""
 
-ENTITY_TAG = re.compile(r'"[0-9]{1,18}"')
+_OPAQUE_TAG = r'(W/)?"[\x21\x23-\x7E]*"'
+ENTITY_TAGS = rf"^[ \t]*(\*|{_OPAQUE_TAG}([ \t]*,[ \t]*{_OPAQUE_TAG})*)?[ \t]*$"
+"""What ``If-Match`` and ``If-None-Match`` may hold (RFC 9110 8.8.3, 13.1): ``*``, or a list,
+possibly empty, of strong (``"3"``) or weak (``W/"3"``) tags, separated by commas. The OpenAPI
+document states it as the headers' pattern; it is written for Python and ECMAScript alike, and
+allows only visible ASCII inside the quotes (no service tag holds anything else)."""
+
+_WELL_FORMED = re.compile(ENTITY_TAGS)
+_TAG = re.compile(_OPAQUE_TAG)
+_VERSION_TAG = re.compile(r'"([0-9]{1,18})"')
 """A strong entity tag the service issues: a version of up to 18 digits, quoted."""
+
+
+class MalformedEntityTags(ValueError):
+    """An ``If-Match`` or ``If-None-Match`` header that is not ``*`` nor a list of entity tags."""
+
+    def __init__(self, header: str) -> None:
+        super().__init__(f'{header} must be * or a list of entity tags such as "1" or W/"1"')
+        self.header = header
 
 
 def etag(version: int) -> str:
@@ -20,15 +37,29 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def allowed_versions(if_match: str | None) -> Versions:
-    """The versions named in an ``If-Match`` header; weak or malformed tags match none."""
-    if if_match is None or if_match.strip() == "*":
+def entity_tags(value: str, header: str) -> list[str] | None:
+    """The tags listed in a header value, weak ones with their ``W/``; None for ``*``.
+
+    Raises :class:`MalformedEntityTags` naming ``header`` when the value is not of the syntax.
+    """
+    if "\n" in value or not _WELL_FORMED.fullmatch(value):
+        raise MalformedEntityTags(header)
+    if value.strip(" \t") == "*":
         return None
-    tags = (tag.strip() for tag in if_match.split(","))
-    return [int(tag[1:-1]) for tag in tags if ENTITY_TAG.fullmatch(tag)]
+    return [match.group(0) for match in _TAG.finditer(value)]
+
+
+def allowed_versions(if_match: str | None) -> Versions:
+    """The versions an ``If-Match`` header names, compared strongly: weak tags match none."""
+    if if_match is None:
+        return None
+    tags = entity_tags(if_match, "If-Match")
+    if tags is None:
+        return None
+    return [int(match[1]) for tag in tags if (match := _VERSION_TAG.fullmatch(tag))]
 
 
 def matches_any(if_none_match: str, version: int) -> bool:
-    """Whether ``If-None-Match`` names ``version`` (weak comparison) or is ``*``."""
-    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return "*" in tags or etag(version) in tags
+    """Whether ``If-None-Match`` is ``*`` or names ``version``, compared weakly."""
+    tags = entity_tags(if_none_match, "If-None-Match")
+    return tags is None or etag(version) in {tag.removeprefix("W/") for tag in tags}

@@ -1,0 +1,252 @@
+"""Strict decoding of what a request sends: its JSON body, the integers in its path, its query.
+
+Litestar reads input leniently: it parses a body as JSON whatever its Content-Type, converts
+``"42"`` to an int, lets the last of two equal keys win, reads ``012``, ``+12``, ``1_2`` and
+non-ASCII digits in a path as 12 (Python's ``int()``), and keeps the last of a query parameter
+given twice. The service accepts none of that; each rule below answers 4xx in the Error shape.
+
+How each rule is switched on, so that no later setting can switch it off unseen:
+
+- The body: ``StrictRequest``, the app's documented ``request_class``, decodes in ``json()``,
+  which Litestar's data extraction calls for every JSON ``data`` parameter (and refuses an empty
+  body in ``body()``, as Litestar skips ``json()`` then). A ``before_request`` hook, the earlier
+  way, is silently replaced by any hook a controller or handler declares; a request class only by
+  another request class, which no one sets for an unrelated reason.
+- Path integers and repeated query parameters: app-level guards. Litestar runs the guards of
+  every layer (app, router, controller, handler) one after another; they never replace each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import Request
+from litestar.constants import RESERVED_KWARGS
+from litestar.enums import ParamType
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import ParameterKwarg
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from litestar.connection import ASGIConnection
+    from litestar.handlers import BaseRouteHandler
+
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<key>[^`]*)`)?$", re.S)
+_MISSING_FIELD = re.compile(r"missing required field `(?P<key>[^`]+)`")
+EMPTY_BODY = "The request body is empty; expected a JSON object."
+_PATH_PARAMETER = re.compile(r"\{(?P<name>\w+)(?::[^}]*)?\}")
+
+
+class InvalidBody(ValueError):
+    """A body that is not a strict JSON value of the expected type: what is wrong, and where."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+class StrictRequest(Request[Any, Any, Any]):
+    """A request whose JSON body is decoded straight into the handler's ``data`` type, strictly."""
+
+    __slots__ = ()
+
+    async def body(self) -> bytes:
+        """The raw body; 400 when it is empty and the handler requires one.
+
+        Litestar skips ``json()`` for an empty body, and would then name a missing ``data``.
+        """
+        body = await super().body()
+        data_field = self.route_handler.parsed_data_field
+        required = data_field is not None and not (data_field.is_optional or data_field.has_default)
+        if required and not body.strip():
+            raise self._invalid(InvalidBody(EMPTY_BODY))
+        return body
+
+    async def json(self) -> Any:
+        """The body as the handler's ``data`` type: 415 unless JSON, 400 unless strictly valid."""
+        data_field = self.route_handler.parsed_data_field
+        if data_field is None:
+            return await super().json()
+        media_type, options = self.content_type
+        if not is_json_media_type(media_type, options):
+            raise HTTPException(
+                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail="The request body must be JSON: send Content-Type: application/json.",
+            )
+        try:
+            return decode_strictly(await self.body(), data_field.annotation)
+        except InvalidBody as exc:
+            raise self._invalid(exc) from None
+
+    def _invalid(self, exc: InvalidBody) -> ValidationException:
+        return ValidationException(
+            detail=f"Validation failed for {self.method} {self.url.path}",
+            extra=[{"message": exc.message, "key": exc.key, "source": "body"}],
+        )
+
+
+def is_json_media_type(media_type: str, options: Mapping[str, str]) -> bool:
+    """Whether a Content-Type (lower-cased, parameters apart) announces JSON in UTF-8."""
+    json_type = media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+    return json_type and options.get("charset", "utf-8").lower() in {"utf-8", "utf8"}
+
+
+@functools.cache
+def _decoder(body_type: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(body_type)
+
+
+def decode_strictly(body: bytes, body_type: Any) -> Any:
+    """``body`` as a ``body_type``, decoded in msgspec's strict mode, or :class:`InvalidBody`.
+
+    The key of an ``InvalidBody`` names the field at fault; it is None when no one field is:
+    an empty body, bytes that are not UTF-8 JSON, a JSON value that is not an object.
+    """
+    if not body.strip():
+        raise InvalidBody(EMPTY_BODY)
+    try:
+        try:
+            data = _decoder(body_type).decode(body)
+        except msgspec.ValidationError:
+            data = _with_whole_numbers_as_ints(body, body_type)
+    except msgspec.ValidationError as exc:
+        match = _MSGSPEC_PATH.match(str(exc))
+        message, key = (match["message"], match["key"]) if match else (str(exc), None)
+        if key is None and (missing := _MISSING_FIELD.search(message)):
+            key = missing["key"]
+        raise InvalidBody(message, key or None) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidBody(f"The request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidBody("The request body is not valid JSON: it is not UTF-8.") from None
+    if (key := duplicate_key(body)) is not None:
+        raise InvalidBody("This key appears more than once in an object; send it once.", key)
+    return data
+
+
+def _with_whole_numbers_as_ints(body: bytes, body_type: Any) -> Any:
+    """Decode ``body`` again, reading a whole number written with a fraction (``30.0``) as int.
+
+    JSON has one number type, and JSON Schema counts ``30.0`` as an integer, so the OpenAPI
+    document promises it is a valid age; ``30.5``, ``"30"`` and ``true`` still are not. Only a
+    body that strict decoding refused comes here. Raises ``msgspec.ValidationError``.
+    """
+    fields = msgspec.json.decode(body)
+    if isinstance(fields, dict):
+        fields = {
+            key: int(value) if isinstance(value, float) and value.is_integer() else value
+            for key, value in fields.items()
+        }
+    return msgspec.convert(fields, body_type, strict=True)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+
+
+def duplicate_key(body: bytes) -> str | None:
+    """The first key that appears twice in one object of the JSON ``body``, at any depth.
+
+    msgspec keeps the last of two equal keys, while another parser in front of the service may
+    keep the first: such a body means two things, so it is refused. ``body`` is JSON msgspec
+    has accepted; numbers are left as text, so no number is too long for this second pass.
+    """
+    try:
+        json.loads(body, object_pairs_hook=_refuse_duplicates, parse_int=str, parse_float=str)
+    except _DuplicateKey as exc:
+        return exc.key
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def non_canonical_integer(template: str, path: str, params: Mapping[str, Any]) -> str | None:
+    """The integer parameter of ``path`` not written as Python writes it (``str(int)``), if any.
+
+    ``template`` is the route's path with ``{name}`` placeholders; ``params`` the parsed values.
+    """
+    for pattern, segment in zip(template.split("/"), path.split("/"), strict=False):
+        match = _PATH_PARAMETER.fullmatch(pattern)
+        if match is None:
+            continue
+        value = params.get(match["name"])
+        if type(value) is int and segment != str(value):
+            return match["name"]
+    return None
+
+
+def canonical_path_integers(connection: ASGIConnection[Any, Any, Any, Any], _: object) -> None:
+    """Guard: a path whose integers are not canonical (``/heroes/012``) is an unknown path, 404.
+
+    Only the canonical decimal form names a resource, so that a proxy rule or a cache keyed on
+    the path cannot be bypassed by writing the same id another way.
+    """
+    params = connection.path_params
+    template = connection.scope.get("path_template")
+    if params and template and non_canonical_integer(template, connection.scope["path"], params):
+        raise NotFoundException()
+
+
+@functools.lru_cache(maxsize=256)
+def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
+    """The parameters ``handler`` declares as single values (not lists), path ones included."""
+    names = set()
+    dependencies = handler.resolve_dependencies()
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        if name in RESERVED_KWARGS or name in dependencies:
+            continue
+        kwarg = field.kwarg_definition
+        if isinstance(kwarg, ParameterKwarg):
+            if kwarg.param_type != ParamType.QUERY:
+                continue
+            name = kwarg.name or name  # noqa: PLW2901
+        elif kwarg is not None:
+            continue
+        if not field.is_non_string_sequence:
+            names.add(name)
+    return frozenset(names)
+
+
+def single_query_values(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Guard: a query parameter declared as one value but given more than once is 400.
+
+    ``?offset=1&offset=2`` has no one meaning (Litestar would keep the last); it names the
+    parameter, like any other invalid query value.
+    """
+    if not connection.scope.get("query_string"):
+        return
+    query = connection.query_params
+    names = scalar_query_names(handler) - connection.path_params.keys()
+    repeated = [name for name in sorted(names) if len(query.getall(name, [])) > 1]
+    if repeated:
+        raise ValidationException(
+            detail=f"Validation failed for {connection.scope.get('method')} {connection.url.path}",
+            extra=[
+                {"message": "Given more than once; send it once.", "key": name, "source": "query"}
+                for name in repeated
+            ],
+        )
+
+
+GUARDS = [canonical_path_integers, single_query_values]
+"""The app-level guards of this module, first of the app's guards."""
