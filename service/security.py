@@ -27,7 +27,8 @@ def api_key_guard(api_keys: Sequence[str]) -> Guard:
     if not expected:
         raise ValueError("api_key_guard needs at least one key")
 
-    def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: object) -> None:
+    # Async: Litestar would run a sync guard in a worker thread, on every request.
+    async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: object) -> None:
         if connection.scope.get("method") not in WRITE_METHODS:
             return
         sent = connection.headers.get("authorization", "").encode()
