@@ -53,6 +53,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         """
         if dialect.name == "sqlite":
             return _utc_from_sqlite_text
+        if dialect.driver == "asyncpg":
+            return None  # asyncpg reads timestamptz as aware datetimes in UTC already
         return super().result_processor(dialect, coltype)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:

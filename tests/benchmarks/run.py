@@ -632,9 +632,9 @@ def running(
     """The app serving ``args.rows`` seeded heroes on its own database; stopped on exit."""
     rows = args.rows
     store = Store(args.database, app, workdir)
-    server = Server(
-        app, store, workdir, cpu, args.workers if app.role == "ours" else 1, environment
-    )
+    workers = args.workers if app.role == "ours" else 1
+    # Several workers get every CPU: pinned to one, they could only take turns on it.
+    server = Server(app, store, workdir, cpu if workers == 1 else None, workers, environment)
     try:
         store.prepare()
         if rows > SEED_THROUGH_API_MAX:
