@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from service.models import Base
+from service.postgres import PostgresDatabase
 from service.settings import Settings, SettingsError
-from service.sql import Database, PostgresDatabase, SqliteDatabase
+from service.sql import Database
+from service.sqlite import SqliteDatabase
 
 if TYPE_CHECKING:
     from litestar.types import BeforeMessageSendHookHandler, Message, Scope

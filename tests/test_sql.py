@@ -26,7 +26,8 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from service.app import create_app
 from service.db import create_engine, database_config, open_database
 from service.settings import Settings
-from service.sql import Database, SqliteDatabase, Statement
+from service.sql import Database, Statement
+from service.sqlite import SqliteDatabase
 from tests.helpers import create, direct_engine
 
 metadata = sa.MetaData()

@@ -29,7 +29,7 @@ from service.app import create_app
 from service.heroes.queries import SELECT_HERO
 from service.models import Base, Hero
 from service.settings import Settings
-from service.sql import SqliteDatabase
+from service.sqlite import SqliteDatabase
 from service.tracing import trace_statements
 from tests.conftest import CapturedLogs
 from tests.helpers import Client, create, held_write_lock, new_hero

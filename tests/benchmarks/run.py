@@ -250,7 +250,7 @@ MIXED_LOAD = "60% get one, 20% list 20 at a random offset, 10% create, 10% patch
 MIXED_SCRIPT = f"""
 local rows = {{rows}}
 local last_offset = {{last_offset}}
-local json = {{{{["Content-Type"] = "application/json"}}}}
+local json = {{["Content-Type"] = "application/json"}}
 local counter = 0
 math.randomseed(42)
 request = function()
