@@ -193,16 +193,14 @@ def non_canonical_integer(template: str, path: str, params: Mapping[str, Any]) -
     return None
 
 
-async def strict_request_line(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
+async def strict_request_line(connection: ASGIConnection[Any, Any, Any, Any], _: object) -> None:
     """Guard: canonical path integers and single query values (the two checks below).
 
     One guard, and an async one: Litestar runs a sync guard in a worker thread and copies the
     route handler for each guard, on every request.
     """
     canonical_path_integers(connection)
-    single_query_values(connection, handler)
+    single_query_values(connection)
 
 
 def canonical_path_integers(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -237,9 +235,7 @@ def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
     return frozenset(names)
 
 
-def single_query_values(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
+def single_query_values(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """A query parameter declared as one value but given more than once is 400.
 
     ``?offset=1&offset=2`` has no one meaning (Litestar would keep the last); it names the
@@ -248,7 +244,9 @@ def single_query_values(
     if not connection.scope.get("query_string"):
         return
     query = connection.query_params
-    names = scalar_query_names(handler) - connection.path_params.keys()
+    # The scope's handler, not the argument: Litestar hands each guard a fresh copy of the
+    # handler, which would miss the cache on every request.
+    names = scalar_query_names(connection.route_handler) - connection.path_params.keys()
     repeated = [name for name in sorted(names) if len(query.getall(name, [])) > 1]
     if repeated:
         raise ValidationException(
