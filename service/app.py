@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
-    db = open_database(database, settings)
+    db = open_database(database)
     handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
     middleware: list[Middleware] = []
     on_startup: list[LifespanHook] = [

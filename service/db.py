@@ -162,16 +162,12 @@ def database_config(settings: Settings) -> DatabaseConfig:
     return config
 
 
-def open_database(config: DatabaseConfig, settings: Settings) -> Database:
+def open_database(config: DatabaseConfig) -> Database:
     """Where the app's statements run, on the plugin's engine."""
     engine = config.get_engine()
     if isinstance(engine, AsyncEngine):
         return PostgresDatabase(engine)
-    return SqliteDatabase(
-        engine,
-        settings.sqlite_busy_timeout_ms,
-        in_memory=engine.url.database in (None, "", ":memory:"),
-    )
+    return SqliteDatabase(engine, in_memory=engine.url.database in (None, "", ":memory:"))
 
 
 async def prepare_schema(config: DatabaseConfig) -> None:

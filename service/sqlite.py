@@ -40,9 +40,8 @@ if TYPE_CHECKING:
 class SqliteDatabase(Database):
     """SQLite: reads inline on a connection that never waits, writes on the writer thread."""
 
-    def __init__(self, engine: sa.Engine, busy_timeout_ms: int, *, in_memory: bool) -> None:
+    def __init__(self, engine: sa.Engine, *, in_memory: bool) -> None:
         self.engine = engine
-        self.busy_timeout_ms = busy_timeout_ms
         self._reader: PoolProxiedConnection | None = None
         self._traced_reader: sa.Connection | None = None
         # An in-memory database is one connection, with no other to wait for: nothing to move.

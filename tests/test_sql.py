@@ -60,7 +60,7 @@ def typed_table(database_url: str) -> Iterator[str]:
 
 async def _round_trip(database_url: str, at: datetime, key: uuid.UUID) -> tuple[Any, Any]:
     settings = Settings(database_url=database_url)
-    db: Database = open_database(database_config(settings), settings)
+    db: Database = open_database(database_config(settings))
     try:
         inserted = await db.fetch_one(INSERT_TYPED, id=1, at=at, key=key)
         selected = await db.fetch_one(SELECT_TYPED, key=key)
@@ -135,7 +135,7 @@ def sqlite_database(url: str) -> SqliteDatabase:
     def add_thread_id(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.create_function("thread_id", 0, threading.get_ident)
 
-    return SqliteDatabase(engine, 5000, in_memory=url.endswith(":memory:"))
+    return SqliteDatabase(engine, in_memory=url.endswith(":memory:"))
 
 
 async def thread_of(database: SqliteDatabase, statement: Statement) -> int:

@@ -328,7 +328,7 @@ def test_a_read_that_waits_for_the_lock_in_a_thread_is_still_a_child_of_the_requ
     with engine.begin() as connection:
         connection.execute(sa.insert(Hero), {"name": "Waiting", "secret_name": "s" * 8})
     trace_statements(engine, trace.get_tracer_provider())
-    db = SqliteDatabase(engine, busy_timeout_ms=5000, in_memory=False)
+    db = SqliteDatabase(engine, in_memory=False)
     locker = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
     locker.execute("BEGIN EXCLUSIVE")
     threading.Timer(0.3, locker.rollback).start()
