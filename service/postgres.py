@@ -78,3 +78,12 @@ class PostgresDatabase(Database):
             rows = result.all()
             await connection.commit()
             return rows
+
+    async def close(self) -> None:
+        """Close the pool's connections (at shutdown).
+
+        The plugin's own shutdown disposes the engine only when its state key is the default
+        one; advanced-alchemy 1.12 renames the key for every config after the first in a
+        process (as the tests make), and those pools would stay open until garbage-collected.
+        """
+        await self.engine.dispose()

@@ -98,6 +98,7 @@ class SqliteDatabase(Database):
         if self._traced_reader is not None:
             self._traced_reader.close()
             self._traced_reader = None
+        self.engine.dispose()  # see PostgresDatabase.close
 
 
 def _locked(exc: Exception) -> bool:
