@@ -1,12 +1,14 @@
-"""``python -m service``: serve the API with uvicorn, as it is meant to run; or back it up.
+"""python -m service: serve the API with uvicorn, as it is meant to run; or back it up.
 
-``python -m service [serve] [--workers N] ...`` serves (one worker by default; N processes share
-the port). The server does not announce itself (no ``server`` header) and leaves the access log
-to the service's JSON log. On SIGTERM it stops accepting connections, answers the requests
-already sent (up to ``--timeout-graceful-shutdown`` seconds) and exits (see service/serving.py).
+python -m service [serve] [--workers N] ... serves (one worker by default; N processes share the
+port). The server does not announce itself (no Server header) and leaves the access log to the
+service's JSON log. On SIGTERM it stops accepting connections, answers the requests already sent
+(up to --timeout-graceful-shutdown seconds) and exits.
 
-``python -m service backup PATH`` copies the SQLite database at ``DATABASE_URL`` to ``PATH``
-while the service keeps serving.
+python -m service backup PATH copies the SQLite database at DATABASE_URL to PATH while the
+service keeps serving.
+
+Settings come from the environment (DATABASE_URL, API_KEY, ...): see docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 import uvicorn
 
 from service import serving
-from service.backup import BackupError, backup
-from service.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
+from service.database.backup import BackupError, backup
+from service.ops.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from service.settings import Settings, SettingsError
 
 COMMANDS = ("serve", "backup")

@@ -10,22 +10,23 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Tag
 from litestar.plugins import PluginProtocol
 from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
 
-from service import decoding, docs
-from service.db import DatabaseConfig, database_config, open_database, prepare_schema
-from service.errors import EXCEPTION_HANDLERS
-from service.heroes.controller import HeroController
-from service.limits import rate_limit
-from service.metrics import prometheus
-from service.openapi import complete_document
-from service.ops import HealthController, ServiceApp, add_response_headers, logging_config
-from service.proxies import TrustedProxies
-from service.security import api_key_guard
+from service.database.engines import DatabaseConfig, database_config, open_database, prepare_schema
+from service.database.statements import Database
+from service.heroes.controller import RESOURCE as HEROES
+from service.http import decoding, docs
+from service.http.errors import EXCEPTION_HANDLERS
+from service.http.limits import rate_limit
+from service.http.openapi import complete_document
+from service.http.proxies import TrustedProxies
+from service.http.resources import Resource
+from service.http.security import api_key_guard
+from service.ops.health import HEALTH
+from service.ops.metrics import prometheus
+from service.ops.requests import ServiceApp, add_response_headers, logging_config
 from service.settings import Settings, SettingsError, comma_list
-from service.sql import Database
 
 DESCRIPTION = """\
 The heroes of the SQL tutorial: create, list, read, update and delete them.
@@ -39,17 +40,26 @@ and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), w
 UNLIMITED_PATHS = ["/health", "/metrics", "/schema", "/docs", "/redoc"]
 """Paths the rate limit leaves alone, so monitoring and docs keep working under a flood."""
 
+RESOURCES: list[Resource] = [HEROES, HEALTH]
+"""What the app serves; a new resource is a folder beside ``service/heroes/`` and a line here."""
+
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
     db = open_database(database)
-    handlers: list[ControllerRouterHandler] = [HeroController, HealthController]
+    handlers: list[ControllerRouterHandler] = [
+        handler for resource in RESOURCES for handler in resource.route_handlers
+    ]
+    exception_handlers = dict(EXCEPTION_HANDLERS)
+    for resource in RESOURCES:
+        exception_handlers.update(resource.exception_handlers)
     middleware: list[Middleware] = []
+    additions = [add for resource in RESOURCES if (add := resource.complete_document)]
     on_startup: list[LifespanHook] = [
         partial(prepare_schema, database),
-        partial(complete_document, api_key=bool(settings.api_keys)),
+        partial(complete_document, additions=additions, api_key=bool(settings.api_keys)),
     ]
     on_shutdown: list[LifespanHook] = [db.close]
     guards: list[Guard] = list(decoding.GUARDS)
@@ -80,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"db": Provide(lambda: db, use_cache=True, sync_to_thread=False)},
         guards=guards,
         middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=exception_handlers,
         request_class=decoding.StrictRequest,
         before_send=[add_response_headers],
         request_max_body_size=settings.max_body_size,
@@ -90,10 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="Hero service",
             version=version("hero-service"),
             description=DESCRIPTION,
-            tags=[
-                Tag(name="heroes", description="The heroes of the SQL tutorial."),
-                Tag(name="health", description="Liveness and readiness checks."),
-            ],
+            tags=[resource.tag for resource in RESOURCES],
             use_handler_docstrings=True,
             path="/schema",
             openapi_router=docs.router(docs_pages),
@@ -113,9 +120,9 @@ def cors(settings: Settings) -> CORSConfig | None:
 
 
 def tracing(database: DatabaseConfig) -> list[PluginProtocol]:
-    """OpenTelemetry spans for every request and every statement (see ``service.tracing``)."""
+    """OpenTelemetry spans for every request and every statement (see ``service.ops.tracing``)."""
     try:
-        from service.tracing import tracing_plugins  # noqa: PLC0415
+        from service.ops.tracing import tracing_plugins  # noqa: PLC0415
     except ImportError as exc:
         raise SettingsError(
             "TRACING: needs the OpenTelemetry packages: pip install 'hero-service[otel]'"

@@ -1,7 +1,7 @@
 """``python -m service.openapi_document [PATH]``: write the document the service serves to a file.
 
 ``just openapi`` writes it to ``openapi.json`` at the repository root, the file SDK generators
-read (see the README's "Generate a client"); a test fails when that file and the code disagree.
+read (see docs/testing.md, "Generate a client"); a test fails when that file and the code disagree.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
-from service.ops import SHUTTING_DOWN
+from service.ops.requests import SHUTTING_DOWN
 
 LISTENERS_CLOSED_SECONDS = 0.25
 """How long after it stops listening a worker waits before it closes connections."""

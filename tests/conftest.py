@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service.app import create_app
-from service.db import database_config
-from service.models import Hero
+from service.database.engines import database_config
+from service.database.tables import Hero
 from service.settings import Settings
 from tests.helpers import direct_engine
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from service.schemas import Error
+from service.http.errors import Error
 
 Client = TestClient[Litestar]
 

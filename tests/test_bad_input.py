@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.models import AGE_MAX, NAME_MAX_LENGTH
+from service.database.tables import AGE_MAX, NAME_MAX_LENGTH
 from tests.helpers import Client, assert_error, create, new_hero
 
 LONG = "x" * (NAME_MAX_LENGTH + 1)

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import pytest
 
+from service.database.tables import AGE_MAX, ID_MAX
 from service.heroes.cursors import (
     ORDER_BY,
     BadQuery,
@@ -21,7 +22,6 @@ from service.heroes.cursors import (
     position_of,
     prefix_range,
 )
-from service.models import AGE_MAX, ID_MAX
 
 
 def forged(*payload: object) -> str:

@@ -13,7 +13,8 @@ from litestar.testing import TestClient
 from litestar.types import BeforeRequestHookHandler
 
 from service.app import create_app
-from service.decoding import (
+from service.heroes.schemas import HeroCreate
+from service.http.decoding import (
     InvalidBody,
     decode_strictly,
     duplicate_key,
@@ -21,7 +22,6 @@ from service.decoding import (
     non_canonical_integer,
     scalar_query_names,
 )
-from service.schemas import HeroCreate
 from service.settings import Settings
 from tests.helpers import assert_error
 

@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.docs import VENDOR, VERSIONS, directory_name
+from service.http.docs import VENDOR, VERSIONS, directory_name
 from service.settings import Settings
 
 PAGES = ["/schema", "/schema/swagger", "/schema/redoc", "/schema/scalar"]

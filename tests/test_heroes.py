@@ -291,7 +291,8 @@ def test_heroes_read_the_same_when_statements_are_watched(app: Litestar, client:
     def watch(*args: Any) -> None:
         watched.append(args[2])
 
-    # A listener sends every statement through SQLAlchemy's own execution (service.sql).
+    # A listener sends every statement through SQLAlchemy's own execution
+    # (service.database.statements).
     sa.event.listen(sync_engine, "before_cursor_execute", watch)
     try:
         slow = [client.get(f"/heroes/{hero['id']}").json(), client.get("/heroes").json()]

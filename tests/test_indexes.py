@@ -19,11 +19,11 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from service.db import create_engine
+from service.database.engines import create_engine
+from service.database.statements import Statement
 from service.heroes.cursors import Sort
 from service.heroes.queries import SELECT_HERO, Filters, Segment, given_filters, list_statement
 from service.settings import Settings
-from service.sql import Statement
 from tests.conftest import migrate
 from tests.helpers import direct_engine
 

@@ -187,7 +187,8 @@ def test_database_folds_names_as_the_service_does(settings: Settings, name: str)
     engine = direct_engine(settings.database_url)
     try:
         with engine.connect() as connection:
-            # As the column stores it: in the "C" collation on PostgreSQL (service.models.Name).
+            # As the column stores it: in the "C" collation on PostgreSQL
+            # (service.database.tables.Name).
             stored: sa.ColumnElement[str] = sa.literal(name, sa.String(255))
             if connection.dialect.name == "postgresql":
                 stored = stored.collate("C")

@@ -20,8 +20,8 @@ from alembic.script import ScriptDirectory
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.db import MIGRATIONS, database_config
-from service.models import Base, Hero
+from service.database.engines import MIGRATIONS, database_config
+from service.database.tables import Base, Hero
 from service.settings import Settings
 from tests.conftest import POSTGRES_SERVER
 from tests.helpers import create, direct_engine, moment, without_timestamps

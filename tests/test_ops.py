@@ -12,7 +12,8 @@ from litestar import Litestar, Request, get
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.ops import choose_request_id, host_matches
+from service.http.hosts import host_matches
+from service.ops.requests import choose_request_id
 from service.settings import Settings
 from tests.helpers import Client, assert_error, create, new_hero
 

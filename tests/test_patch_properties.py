@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.models import AGE_MAX, NAME_MAX_LENGTH, Hero
+from service.database.tables import AGE_MAX, NAME_MAX_LENGTH, Hero
 from service.settings import Settings
 from tests.helpers import direct_engine, moment, without_timestamps
 

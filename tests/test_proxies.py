@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.proxies import TrustedProxies
+from service.http.proxies import TrustedProxies
 from service.settings import SettingsError
 
 

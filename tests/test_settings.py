@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.db import database_url
+from service.database.engines import database_url
 from service.settings import Settings, SettingsError
 
 

@@ -24,10 +24,10 @@ from litestar.testing import TestClient
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 from service.app import create_app
-from service.db import create_engine, database_config, open_database
+from service.database.engines import create_engine, database_config, open_database
+from service.database.sqlite import SqliteDatabase
+from service.database.statements import Database, Statement
 from service.settings import Settings
-from service.sql import Database, Statement
-from service.sqlite import SqliteDatabase
 from tests.helpers import create, direct_engine
 
 metadata = sa.MetaData()

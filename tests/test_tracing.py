@@ -26,11 +26,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from service.app import create_app
+from service.database.sqlite import SqliteDatabase
+from service.database.tables import Base, Hero
 from service.heroes.queries import SELECT_HERO
-from service.models import Base, Hero
+from service.ops.tracing import trace_statements
 from service.settings import Settings
-from service.sqlite import SqliteDatabase
-from service.tracing import trace_statements
 from tests.conftest import CapturedLogs
 from tests.helpers import Client, create, held_write_lock, new_hero
 

@@ -3,7 +3,7 @@
     python tools/docs_assets.py swagger-ui-dist@5.35.0 redoc@3.0.1 @scalar/api-reference@1.76.0
 
 Each package is fetched from the npm registry with ``npm pack``; the files the pages load and
-the package's licence files are copied into ``service/static/docs/vendor/<name>-<version>/``,
+the package's licence files are copied into ``service/http/static/docs/vendor/<name>-<version>/``,
 the directory of the previous version is removed, and ``vendor/versions.json`` (the one place
 the pinned versions live) is rewritten. Name only the packages to change.
 """
@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from service.docs import VENDOR, directory_name
+from service.http.docs import VENDOR, directory_name
 
 FILES = {
     "swagger-ui-dist": [

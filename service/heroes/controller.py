@@ -1,17 +1,20 @@
-"""The hero routes: parse the request, call the queries, shape the answer."""
+"""The hero routes: parse the request, call the queries, shape the answer; the ``RESOURCE``."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, Tag
 from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
 
-from service.errors import documented_errors
+from service.database.statements import Database
+from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
+from service.heroes import errors, openapi
 from service.heroes.cursors import (
     ORDER_BY,
     BadQuery,
@@ -31,12 +34,16 @@ from service.heroes.queries import (
     select_hero,
     select_heroes,
 )
-from service.models import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
-from service.schemas import NO_NUL, Deleted, HeroCreate, HeroPublic, HeroUpdate
-from service.sql import Database
+from service.heroes.schemas import Deleted, HeroCreate, HeroPublic, HeroUpdate
+from service.http.decoding import NO_NUL
+from service.http.errors import documented_errors
+from service.http.resources import Resource
 
 MAX_PAGE = 100
 """Most heroes one list request returns."""
+
+documented = partial(documented_errors, descriptions=errors.ERROR_DESCRIPTIONS)
+"""OpenAPI entries for the errors a hero operation can answer, in the heroes' words."""
 
 
 def bounded(ge: int, le: int, description: str) -> ParameterKwarg:
@@ -103,7 +110,7 @@ LINK_HEADER = ResponseHeader(
 )
 TOTAL_COUNT_HEADER = ResponseHeader(
     name="X-Total-Count",
-    value="42",  # an example, never sent; service.openapi makes the schema an integer
+    value="42",  # an example, never sent; service.http.openapi makes the schema an integer
     description="With `count=true`: how many heroes match the filters, over all pages.",
     documentation_only=True,
 )
@@ -134,7 +141,7 @@ class HeroController(Controller):
             ),
             ETAG_HEADER,
         ],
-        responses=documented_errors(400, 413, 415, 503),
+        responses=documented(400, 413, 415, 503),
     )
     async def create_hero(
         self,
@@ -150,7 +157,7 @@ class HeroController(Controller):
         operation_id="listHeroes",
         summary="List heroes",
         response_headers=[LINK_HEADER, TOTAL_COUNT_HEADER],
-        responses=documented_errors(400, 503),
+        responses=documented(400, 503),
     )
     async def list_heroes(
         self,
@@ -234,7 +241,7 @@ class HeroController(Controller):
         summary="Get a hero",
         response_headers=[ETAG_HEADER],
         responses={
-            **documented_errors(400, 404, 503),
+            **documented(400, 404, 503),
             304: ResponseSpec(None, description="The hero is still at the ETag in If-None-Match."),
         },
     )
@@ -256,7 +263,7 @@ class HeroController(Controller):
         operation_id="updateHero",
         summary="Update a hero",
         response_headers=[ETAG_HEADER],
-        responses=documented_errors(400, 404, 412, 413, 415, 503),
+        responses=documented(400, 404, 412, 413, 415, 503),
     )
     async def update_hero(
         self,
@@ -275,7 +282,7 @@ class HeroController(Controller):
         operation_id="deleteHero",
         summary="Delete a hero",
         status_code=200,
-        responses=documented_errors(400, 404, 412, 503),
+        responses=documented(400, 404, 412, 503),
     )
     async def delete_hero(
         self,
@@ -286,3 +293,12 @@ class HeroController(Controller):
         """Delete a hero for good."""
         await remove_hero(db, hero_id, allowed_versions(if_match))
         return Deleted()
+
+
+RESOURCE = Resource(
+    route_handlers=[HeroController],
+    exception_handlers=errors.EXCEPTION_HANDLERS,
+    tag=Tag(name="heroes", description="The heroes of the SQL tutorial."),
+    complete_document=openapi.complete_document,
+)
+"""The heroes, as ``create_app`` serves them."""

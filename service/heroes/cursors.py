@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from service.models import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
+from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
 
 OrderBy = Literal["id", "-id", "name", "-name", "age", "-age"]
 """The orders of the list; ``-`` is descending. Ties are broken by id, in the same direction."""

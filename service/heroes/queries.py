@@ -1,7 +1,8 @@
 """The hero SQL: each function is one or two statements, returning values or raising domain errors.
 
-Statements are built once here, in SQLAlchemy Core, and run through ``service.sql``, which
-compiles them for the database's driver and commits each before it returns. One file past 300
+Statements are built once here, in SQLAlchemy Core, and run through
+``service.database.statements``, which compiles them for the database's driver and commits each
+before it returns. One file past 300
 lines on purpose: every statement the heroes resource sends, pages and cursors included, is
 here, for the EXPLAIN tests and for a reader checking what reaches the database.
 """
@@ -14,11 +15,11 @@ from typing import Any, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
 
+from service.database.statements import Database, Row, Statement
+from service.database.tables import Hero
 from service.heroes.cursors import Position, Sort, prefix_range
 from service.heroes.etags import Versions
-from service.models import Hero
-from service.schemas import HeroCreate, HeroPublic
-from service.sql import Database, Row, Statement
+from service.heroes.schemas import HeroCreate, HeroPublic
 
 heroes = cast(sa.Table, Hero.__table__)
 
@@ -68,8 +69,6 @@ DELETE_HERO = {
     )
     for conditional in (False, True)
 }
-SELECT_ONE = Statement(sa.select(sa.literal_column("1")))
-"""The readiness probe's query."""
 
 
 class Filters(NamedTuple):

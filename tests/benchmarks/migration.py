@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
 
-from service.db import database_config
+from service.database.engines import database_config
 from service.settings import Settings
 from tests.benchmarks.run import hero
 from tests.helpers import direct_engine

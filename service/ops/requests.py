@@ -1,8 +1,4 @@
-"""What operators see: health checks, request ids, the access log, response headers, HEAD.
-
-One file past 300 lines on purpose: the response-header hook and ``ServiceApp`` share the
-request id and the Allow rules, and each piece is small.
-"""
+"""Every request's frame: its id, the access log, the response headers, HEAD; ``ServiceApp``."""
 
 from __future__ import annotations
 
@@ -12,24 +8,20 @@ import re
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
-from litestar import Controller, Litestar, Response, get
+from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders
-from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
-from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 
-from service.errors import REQUEST_ID_STATE, TRACE_ID_KEY, documented_errors
-from service.heroes.queries import SELECT_ONE
-from service.proxies import TrustedProxies
-from service.schemas import Error
+from service.http.errors import REQUEST_ID_STATE, TRACE_ID_KEY
+from service.http.hosts import WRONG_HOST, host_allowed
+from service.http.proxies import TrustedProxies
 from service.settings import Settings
-from service.sql import Database
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -53,35 +45,6 @@ REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff")]
 SHUTTING_DOWN = threading.Event()
 """Set when the server begins a graceful shutdown: answers then close their connection."""
-
-
-class Health(msgspec.Struct):
-    """The answer of a health check."""
-
-    status: Annotated[str, msgspec.Meta(examples=["ok"])]
-
-
-class HealthController(Controller):
-    """Liveness and readiness for load balancers and orchestrators."""
-
-    path = "/health"
-    tags = ["health"]
-
-    @get("/live", operation_id="checkLive", summary="Process is up", sync_to_thread=False)
-    def live(self) -> Health:
-        """Answers 200 while the process serves requests; it does not touch the database."""
-        return Health("ok")
-
-    @get(
-        "/ready",
-        operation_id="checkReady",
-        summary="Database is reachable",
-        responses=documented_errors(503),
-    )
-    async def ready(self, db: NamedDependency[Database]) -> Response[Health]:
-        """Answers 200 when the database answers a query, 503 otherwise."""
-        await db.fetch(SELECT_ONE)
-        return Response(Health("ready"))
 
 
 async def add_response_headers(message: Message, scope: Scope) -> None:
@@ -212,7 +175,7 @@ class ServiceApp(Litestar):
     def _patch_opentelemetry_middleware(config: AppConfig) -> AppConfig:
         # Litestar imports its OpenTelemetry plugin, and with it opentelemetry when installed, to
         # move an OpenTelemetry middleware passed as a plain one; the service passes none (with
-        # TRACING on, service.tracing adds the plugin), so with tracing off nothing is imported.
+        # TRACING on, service.ops.tracing adds the plugin), so with tracing off nothing is imported.
         return config
 
 
@@ -230,32 +193,6 @@ def access_log_line(scope: HTTPScope, method: str, status: int, duration: float)
             **({"trace_id": trace_id} if isinstance(trace_id, str) else {}),
         }
     ).decode()
-
-
-WRONG_HOST = ASGIResponse(
-    body=msgspec.json.encode(
-        Error(400, "The Host header names a host this service does not serve.")
-    ),
-    status_code=400,
-    media_type="application/json",
-)
-
-
-def host_allowed(scope: HTTPScope, allowed: tuple[str, ...]) -> bool:
-    """Whether the request's Host is one of ``allowed`` (``*`` for any, ``*.example.com``)."""
-    if "*" in allowed:
-        return True
-    host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-    return host_matches(host, allowed)
-
-
-def host_matches(host: str, allowed: Iterable[str]) -> bool:
-    """Whether a Host header value (port and case aside) is one of the lower-case ``allowed``."""
-    name = host.rsplit(":", 1)[0].lower() if not host.endswith("]") else host.lower()
-    return any(
-        name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
-        for pattern in allowed
-    )
 
 
 def request_id(scope: Scope | HTTPScope) -> str:

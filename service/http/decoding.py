@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<key>[^`]*)`)?$", re.S)
 _MISSING_FIELD = re.compile(r"missing required field `(?P<key>[^`]+)`")
 EMPTY_BODY = "The request body is empty; expected a JSON object."
+NO_NUL = r"^[^\x00]*$"
+"""What strings a resource stores may hold: any character but NUL, which PostgreSQL refuses."""
 _PATH_PARAMETER = re.compile(r"\{(?P<name>\w+)(?::[^}]*)?\}")
 
 

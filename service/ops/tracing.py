@@ -4,10 +4,10 @@ Each request gets a server span, named after its route template (``GET /heroes/{
 never the path with the id) once Litestar has routed it, with the HTTP attributes of the
 current semantic conventions (``http.request.method``, ``url.path``, ``http.route``,
 ``http.response.status_code``, ...). Each SQL statement gets a client span, a child of the
-request's, from opentelemetry-instrumentation-sqlalchemy on the app's engine: ``service.sql``
-sends every statement through SQLAlchemy while the engine has listeners, and runs the ones it
-moves to a thread in the request's context. A ``traceparent`` header makes the request part of
-the caller's trace.
+request's, from opentelemetry-instrumentation-sqlalchemy on the app's engine:
+``service.database.statements`` sends every statement through SQLAlchemy while the engine has
+listeners, and runs the ones it moves to a thread in the request's context. A ``traceparent``
+header makes the request part of the caller's trace.
 
 The SDK is set up from the standard ``OTEL_*`` variables, each read by the SDK component it
 configures: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` (the resource),
@@ -40,7 +40,7 @@ from opentelemetry.trace import format_trace_id
 from opentelemetry.util.http import sanitize_method
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.errors import TRACE_ID_KEY
+from service.http.errors import TRACE_ID_KEY
 from service.settings import SettingsError, comma_list
 
 if TYPE_CHECKING:

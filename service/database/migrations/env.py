@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.models import Base
+from service.database.tables import Base
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig

@@ -23,11 +23,11 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from service.models import Base
-from service.postgres import PostgresDatabase
+from service.database.postgres import PostgresDatabase
+from service.database.sqlite import SqliteDatabase
+from service.database.statements import Database
+from service.database.tables import Base
 from service.settings import Settings, SettingsError
-from service.sql import Database
-from service.sqlite import SqliteDatabase
 
 if TYPE_CHECKING:
     from litestar.types import BeforeMessageSendHookHandler, Message, Scope
@@ -66,8 +66,9 @@ def is_sqlite(url: URL) -> bool:
 def create_engine(settings: Settings) -> Engine | AsyncEngine:
     """Build the engine for ``settings.database_url``, tuned for its database.
 
-    SQLite gets a sync engine (its reads take microseconds and never wait; see ``service.sql``),
-    PostgreSQL an async one, so that waiting for it never blocks the event loop.
+    SQLite gets a sync engine (its reads take microseconds and never wait; see
+    ``service.database.sqlite``), PostgreSQL an async one, so that waiting for it never blocks
+    the event loop.
     """
     url = database_url(settings.database_url)
     if is_sqlite(url):
@@ -114,7 +115,7 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     engine = sa.create_engine(
         url,
         # No implicit transactions: each statement commits by itself, and the writer thread
-        # opens its group commits with BEGIN IMMEDIATE (see service.sql).
+        # opens its group commits with BEGIN IMMEDIATE (see service.database.statements).
         connect_args={"isolation_level": None, "check_same_thread": False},
         # One shared connection keeps an in-memory database alive and the same for every request.
         poolclass=StaticPool if in_memory else None,
@@ -159,6 +160,7 @@ def database_config(settings: Settings) -> DatabaseConfig:
         **common,
     )
     config.before_send_handler = _session_closer(config.session_scope_key)
+    sa.event.listen(config.create_session_maker(), "after_begin", _begin_immediate)
     return config
 
 
@@ -201,6 +203,18 @@ async def prepare_schema(config: DatabaseConfig) -> None:
 def _current_revision(connection: sa.Connection) -> str | None:
     context = MigrationContext.configure(connection, opts={"version_table": "alembic_version"})
     return context.get_current_revision()
+
+
+def _begin_immediate(_session: Session, _transaction: Any, connection: sa.Connection) -> None:
+    """Open a real transaction for a plugin session on SQLite, as the writer thread does.
+
+    The engine's connections are in the driver's autocommit mode, so that the writer thread
+    opens its own transactions; a session's statements would otherwise each commit as they run
+    and its rollback would undo nothing. IMMEDIATE takes the write lock up front (waiting up to
+    the busy timeout, in the handler's thread), so a session that reads and then writes cannot
+    fail on upgrading its lock.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _session_closer(session_scope_key: str) -> BeforeMessageSendHookHandler:

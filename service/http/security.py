@@ -1,4 +1,4 @@
-"""Who may write: the optional API key (service.openapi documents it)."""
+"""Who may write: the optional API key (service.http.openapi documents it)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Each worker writes its counters to files in ``PROMETHEUS_MULTIPROC_DIR`` (promet
 multiprocess mode) and a scrape, whichever worker answers it, adds up the files of all of them.
 A worker that dies leaves its file behind, so its counts stay in the totals and counters never
 go backwards. ``python -m service`` prepares the directory before the workers start; under
-another process manager, see the README's "Running several workers".
+another process manager, see docs/deployment.md, "Several workers".
 
 prometheus_client is imported only here, and only when ``METRICS`` is on: it is an extra.
 """

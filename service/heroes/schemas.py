@@ -1,4 +1,4 @@
-"""Request and response bodies. Output types have no ``secret_name`` field, so it cannot leak."""
+"""Hero request and response bodies. Output types have no ``secret_name``: it cannot leak."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from service.models import AGE_MAX, NAME_MAX_LENGTH
-
-NO_NUL = r"^[^\x00]*$"
-"""Strings may hold any character but NUL, which PostgreSQL cannot store."""
+from service.database.tables import AGE_MAX, NAME_MAX_LENGTH
+from service.http.decoding import NO_NUL
 
 Name = Annotated[
     str,
@@ -75,19 +73,3 @@ class Deleted(Struct):
     """The answer to a successful delete."""
 
     ok: Annotated[bool, Meta(examples=[True])] = True
-
-
-class ErrorDetail(Struct, omit_defaults=True):
-    """One thing wrong with the request."""
-
-    message: Annotated[str, Meta(examples=["Expected `int`, got `str`"])]
-    key: Annotated[str | None, Meta(examples=["age"])] = None
-    source: Annotated[str | None, Meta(examples=["body"])] = None
-
-
-class Error(Struct, omit_defaults=True):
-    """The body of every error response."""
-
-    status_code: Annotated[int, Meta(examples=[400])]
-    detail: Annotated[str, Meta(examples=["Validation failed for POST /heroes"])]
-    extra: list[ErrorDetail] | None = None

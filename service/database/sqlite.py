@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
-from service.sql import (
+from service.database.statements import (
     Database,
     Row,
     Statement,

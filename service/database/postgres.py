@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.util import greenlet_spawn
 
-from service.sql import FAST_DRIVERS, Database, Row, Statement, raise_as_database_error, traced
+from service.database.statements import (
+    FAST_DRIVERS,
+    Database,
+    Row,
+    Statement,
+    raise_as_database_error,
+    traced,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

@@ -15,20 +15,17 @@ logging, tracing) or echoes SQL, statements go through ``Connection.execute`` so
 query. Other drivers always take that path.
 
 Where each statement runs is each database's own module (``db.py`` builds the engines):
-``service.sqlite`` (reads inline, writes on a group-committing writer thread) and
-``service.postgres`` (asyncpg on the plugin's ``AsyncEngine``, every wait awaited).
+``service.database.sqlite`` (reads inline, writes on a group-committing writer thread) and
+``service.database.postgres`` (asyncpg on the plugin's ``AsyncEngine``, every wait awaited).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-
-if TYPE_CHECKING:
-    pass
 
 Row = Sequence[Any]
 Processor = Callable[[Any], Any]
@@ -118,6 +115,10 @@ class Statement:
             result_processors=results if any(results) else None,
         )
         return self._compiled[key]
+
+
+SELECT_ONE = Statement(sa.select(sa.literal_column("1")))
+"""The readiness probe's query."""
 
 
 def traced(engine: sa.Engine) -> bool:

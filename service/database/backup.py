@@ -12,7 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from service.db import database_url, is_sqlite
+from service.database.engines import database_url, is_sqlite
 from service.settings import Settings
 
 

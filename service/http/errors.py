@@ -1,37 +1,57 @@
-"""Bad input and failures, mapped to HTTP in one table and answered in the one ``Error`` shape."""
+"""Bad input and failures, mapped to HTTP in one table and answered in the one ``Error`` shape.
+
+This table knows the framework's and the database layer's exceptions only. A resource hands its
+own rows (its domain errors) to ``create_app`` in its :class:`~service.http.resources.Resource`,
+built with :func:`answer` and :func:`invalid_input` below.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap, Scope
+from msgspec import Meta, Struct
 
-from service.heroes.cursors import BadQuery
-from service.heroes.etags import MalformedEntityTags
-from service.heroes.queries import HeroChanged, HeroNotFound
-from service.schemas import NO_NUL, Error, ErrorDetail
-from service.sql import DatabaseUnavailable, WriteRefused
+from service.database.statements import DatabaseUnavailable, WriteRefused
+from service.http.decoding import NO_NUL
 
 logger = logging.getLogger("service")
 
 RETRY_AFTER_SECONDS = 1
 REQUEST_ID_STATE = "request_id"
-"""Where ``service.ops`` keeps the request's id in the scope's state (``request.state``)."""
+"""Where ``service.ops.requests`` keeps the request's id in the scope's state."""
 TRACE_ID_KEY = "hero.trace_id"
-"""Where ``service.tracing`` leaves the request's trace id in the ASGI scope, when tracing."""
+"""Where ``service.ops.tracing`` leaves the request's trace id in the ASGI scope, when tracing."""
 _NUL_RULE = f"matching regex '{NO_NUL}'"
+
+
+class ErrorDetail(Struct, omit_defaults=True):
+    """One thing wrong with the request."""
+
+    message: Annotated[str, Meta(examples=["Expected `int`, got `str`"])]
+    key: Annotated[str | None, Meta(examples=["age"])] = None
+    source: Annotated[str | None, Meta(examples=["body"])] = None
+
+
+class Error(Struct, omit_defaults=True):
+    """The body of every error response."""
+
+    status_code: Annotated[int, Meta(examples=[400])]
+    detail: Annotated[str, Meta(examples=["Validation failed for POST /heroes"])]
+    extra: list[ErrorDetail] | None = None
 
 
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid: `extra` names each wrong field and says what is wrong.",
     401: "Writes need `Authorization: Bearer <API key>`: the service runs with an API_KEY.",
-    404: "No hero has this id.",
+    404: "Nothing is at this URL.",
     409: "The database refused the write (a constraint failed at commit); nothing was stored.",
-    412: "The hero is no longer at the ETag sent in If-Match; GET it again and retry.",
+    412: "The resource is no longer at the ETag sent in If-Match; GET it again and retry.",
     413: "The request body is larger than the service accepts.",
     415: "The request body is not JSON: send it with `Content-Type: application/json`.",
     429: "Too many requests from this client: retry after `RateLimit-Reset` seconds.",
@@ -39,10 +59,16 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-def documented_errors(*status_codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the errors an operation can answer, all of the one ``Error`` shape."""
+def documented_errors(
+    *status_codes: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors an operation can answer, all of the one ``Error`` shape.
+
+    ``descriptions`` are a resource's own words for some codes (``404: "No hero has this id."``).
+    """
+    said = {**ERROR_DESCRIPTIONS, **(descriptions or {})}
     return {
-        code: ResponseSpec(Error, description=ERROR_DESCRIPTIONS[code], generate_examples=False)
+        code: ResponseSpec(Error, description=said[code], generate_examples=False)
         for code in status_codes
     }
 
@@ -71,25 +97,32 @@ def _error_detail(item: object) -> ErrorDetail:
     return ErrorDetail(message, item.get("key"), item.get("source"))
 
 
-def _bad_query(request: Request[Any, Any, Any], exc: BadQuery) -> Response[Error]:
-    detail = f"Validation failed for {request.method} {request.url.path}"
-    return error_response(400, detail, [ErrorDetail(exc.message, exc.key, "query")])
+ExceptionHandler = Callable[[Request[Any, Any, Any], Any], Response[Error]]
 
 
-def _hero_not_found(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
-    return error_response(404, "Hero not found")
+def answer(status_code: int, detail: str) -> ExceptionHandler:
+    """A handler answering every exception of its row with ``status_code`` and ``detail``."""
+
+    def handle(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+        return error_response(status_code, detail)
+
+    return handle
 
 
-def _hero_changed(_: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
-    return error_response(412, "The hero has changed since the ETag in If-Match was issued")
+def invalid_input(
+    source: str, describe: Callable[[Any], tuple[str, str | None]]
+) -> ExceptionHandler:
+    """A 400 handler for invalid input found in ``source`` (``query``, ``header``, ...).
 
+    ``describe`` turns the exception into what is wrong and the name of the field at fault.
+    """
 
-def _malformed_entity_tags(
-    request: Request[Any, Any, Any], exc: MalformedEntityTags
-) -> Response[Error]:
-    detail = ErrorDetail(str(exc), exc.header, "header")
-    detail_sentence = f"Validation failed for {request.method} {request.url.path}"
-    return error_response(400, detail_sentence, [detail])
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+        message, key = describe(exc)
+        detail = f"Validation failed for {request.method} {request.scope['path']}"
+        return error_response(400, detail, [ErrorDetail(message, key, source)])
+
+    return handle
 
 
 def request_ids(scope: Scope) -> str:
@@ -140,14 +173,10 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_error,
-    BadQuery: _bad_query,
-    HeroNotFound: _hero_not_found,
-    HeroChanged: _hero_changed,
-    MalformedEntityTags: _malformed_entity_tags,
     # Locked or busy SQLite, an unreachable or restarting PostgreSQL, a statement timeout, an
-    # exhausted pool (service.sql sorts the drivers' errors into these two).
+    # exhausted pool (service.database.statements sorts the drivers' errors into these two).
     DatabaseUnavailable: _database_unavailable,
     WriteRefused: _conflict,
     Exception: _internal_error,
 }
-"""Every exception the service answers, and how."""
+"""Every exception the service answers but the resources' own, and how."""

@@ -1,43 +1,30 @@
-"""Every change made to the OpenAPI document Litestar generates, in one place.
+"""The changes made to the OpenAPI document Litestar generates, run at startup.
 
 Litestar has no parameters for response links nor for a security scheme that only some
 operations require, and derives a response header's schema from an example string, so
 ``complete_document`` adds and corrects them in the generated document at startup, before it
-is first served. Operations are found by their ``operation_id``, or by their method
-for the writes, never by path strings.
+is first served: the API-key scheme here, and what each resource adds of its own (its
+``Resource.complete_document``). Operations are found by their ``operation_id``, or by their
+method for the writes, never by path strings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from litestar import Litestar
 from litestar.openapi.spec import (
     Components,
-    Link,
     OpenAPI,
-    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     Operation,
     Reference,
-    Schema,
     SecurityScheme,
 )
-from litestar.openapi.spec.enums import OpenAPIType
 
-from service.errors import ERROR_DESCRIPTIONS
-from service.security import WRITE_METHODS
-
-NEW_HERO_LINKS = {
-    operation_id: Link(
-        operation_id=operation_id,
-        parameters={"hero_id": "$response.body#/id"},
-        description=f"The id in the answer is the hero_id of {operation_id}.",
-    )
-    for operation_id in ("getHero", "updateHero", "deleteHero")
-}
-"""createHero's answer leads to the new hero's get, update and delete."""
+from service.http.errors import ERROR_DESCRIPTIONS
+from service.http.security import WRITE_METHODS
 
 API_KEY_SCHEME = "apiKey"
 UNAUTHORIZED = OpenAPIResponse(
@@ -46,11 +33,13 @@ UNAUTHORIZED = OpenAPIResponse(
 )
 
 
-def complete_document(app: Litestar, *, api_key: bool) -> None:
-    """Startup hook: add the links, and the API-key scheme if the service requires a key."""
+def complete_document(
+    app: Litestar, *, additions: Iterable[Callable[[OpenAPI], None]], api_key: bool
+) -> None:
+    """Startup hook: the resources' ``additions``, and the API-key scheme if a key is required."""
     document = app.openapi_schema
-    link_new_hero(document)
-    count_as_integer(document)
+    for add in additions:
+        add(document)
     if api_key:
         document_api_key(document)
 
@@ -77,19 +66,6 @@ def response(document: OpenAPI, operation_id: str, status: str) -> OpenAPIRespon
     if not isinstance(found, OpenAPIResponse):
         raise TypeError(f"{operation_id} has no documented {status} response")
     return found
-
-
-def link_new_hero(document: OpenAPI) -> None:
-    """Document that createHero's 201 answer leads to the new hero's get, update and delete."""
-    response(document, "createHero", "201").links = dict(NEW_HERO_LINKS)
-
-
-def count_as_integer(document: OpenAPI) -> None:
-    """ListHeroes' ``X-Total-Count`` is an integer (Litestar made it a string, from its example)."""
-    total = (response(document, "listHeroes", "200").headers or {}).get("X-Total-Count")
-    if not isinstance(total, OpenAPIHeader):
-        raise TypeError("listHeroes documents no X-Total-Count header")
-    total.schema = Schema(type=OpenAPIType.INTEGER, minimum=0)
 
 
 def document_api_key(document: OpenAPI) -> None:

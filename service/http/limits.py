@@ -16,7 +16,7 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 
-from service.schemas import Error
+from service.http.errors import Error
 from service.settings import Settings, SettingsError
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""The edge: what clients meet before and after a resource (decoding, errors, docs, access)."""

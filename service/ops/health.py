@@ -1,0 +1,51 @@
+"""Liveness and readiness, for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+from litestar.openapi.spec import Tag
+
+from service.database.statements import SELECT_ONE, Database
+from service.http.errors import documented_errors
+from service.http.resources import Resource
+
+
+class Health(msgspec.Struct):
+    """The answer of a health check."""
+
+    status: Annotated[str, msgspec.Meta(examples=["ok"])]
+
+
+class HealthController(Controller):
+    """``/health/live`` and ``/health/ready``."""
+
+    path = "/health"
+    tags = ["health"]
+
+    @get("/live", operation_id="checkLive", summary="Process is up", sync_to_thread=False)
+    def live(self) -> Health:
+        """Answers 200 while the process serves requests; it does not touch the database."""
+        return Health("ok")
+
+    @get(
+        "/ready",
+        operation_id="checkReady",
+        summary="Database is reachable",
+        responses=documented_errors(503),
+    )
+    async def ready(self, db: NamedDependency[Database]) -> Response[Health]:
+        """Answers 200 when the database answers a query, 503 otherwise."""
+        await db.fetch(SELECT_ONE)
+        return Response(Health("ready"))
+
+
+HEALTH = Resource(
+    route_handlers=[HealthController],
+    exception_handlers={},
+    tag=Tag(name="health", description="Liveness and readiness checks."),
+)
+"""The health checks, served beside the API's resources."""
