@@ -24,13 +24,14 @@ from sqlalchemy.orm import Session
 from service.app import create_app
 from service.database.tables import Hero
 from service.settings import Settings
-from tests.helpers import create
+from tests.helpers import assert_error, create
 
 NAMES = sa.select(Hero.name).order_by(Hero.id)
 
 
 def new_hero(name: str) -> Hero:
-    return Hero(name=name, secret_name=f"session-secret-{name}")
+    hero_id = int(name.removeprefix("id-")) if name.startswith("id-") else None
+    return Hero(id=hero_id, name=name, secret_name=f"session-secret-{name}")
 
 
 @get("/session/heroes", sync_to_thread=True)
@@ -137,3 +138,14 @@ def test_api_writes_go_on_after_session_routes(session_client: TestClient[Litest
     create(session_client, "Black Lion")
 
     assert stored_names(session_client) == ["Hero-commit", "Hero-commit", "Black Lion"]
+
+
+def test_a_write_the_database_refuses_in_a_session_is_409(
+    session_client: TestClient[Litestar],
+) -> None:
+    hero = create(session_client, "Deadpond")
+
+    response = session_client.post(f"/session/heroes/id-{hero['id']}/commit")
+
+    assert_error(response, 409)
+    assert stored_names(session_client) == ["Deadpond"]

@@ -16,8 +16,9 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap, Scope
 from msgspec import Meta, Struct
+from sqlalchemy.exc import SQLAlchemyError
 
-from service.database.statements import DatabaseUnavailable, WriteRefused
+from service.database.statements import DatabaseUnavailable, WriteRefused, database_error
 from service.http.decoding import NO_NUL
 
 logger = logging.getLogger("service")
@@ -160,6 +161,16 @@ def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Re
     )
 
 
+def _sqlalchemy_error(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[Error]:
+    # Raised in a handler that uses the plugin's db_session: answered as the statements' are.
+    translated = database_error(exc)
+    if isinstance(translated, WriteRefused):
+        return _conflict(request, translated)
+    if isinstance(translated, DatabaseUnavailable):
+        return _database_unavailable(request, translated)
+    return _internal_error(request, exc)
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
     logger.error(
         "%s %s: unhandled error [%s]",
@@ -177,6 +188,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     # exhausted pool (service.database.statements sorts the drivers' errors into these two).
     DatabaseUnavailable: _database_unavailable,
     WriteRefused: _conflict,
+    SQLAlchemyError: _sqlalchemy_error,
     Exception: _internal_error,
 }
 """Every exception the service answers but the resources' own, and how."""
