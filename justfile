@@ -16,7 +16,7 @@ serve-prod workers="2" host="0.0.0.0" port="8000":
 
 # Bring the database at DATABASE_URL to the latest schema
 migrate:
-    litestar --app service.app:app database upgrade --no-prompt
+    python -m service migrate
 
 # Run the test suite (PostgreSQL tests run when the server on 127.0.0.1:5432 answers)
 test *args:

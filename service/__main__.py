@@ -1,9 +1,13 @@
-"""python -m service: serve the API with uvicorn, as it is meant to run; or back it up.
+"""python -m service: serve the API with uvicorn, as it is meant to run; migrate or back up.
 
 python -m service [serve] [--workers N] ... serves (one worker by default; N processes share the
-port). The server does not announce itself (no Server header) and leaves the access log to the
+port) on --host and --port, by default HOST and PORT from the environment (127.0.0.1 and 8000).
+The server does not announce itself (no Server header) and leaves the access log to the
 service's JSON log. On SIGTERM it stops accepting connections, answers the requests already sent
 (up to --timeout-graceful-shutdown seconds) and exits.
+
+python -m service migrate brings the database at DATABASE_URL to the latest schema (what
+just migrate runs): on PostgreSQL, before the first start and after each upgrade.
 
 python -m service backup PATH copies the SQLite database at DATABASE_URL to PATH while the
 service keeps serving.
@@ -21,10 +25,11 @@ import uvicorn
 
 from service import serving
 from service.database.backup import BackupError, backup
+from service.database.engines import MigrationError, migrate
 from service.ops.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from service.settings import Settings, SettingsError
 
-COMMANDS = ("serve", "backup")
+COMMANDS = ("serve", "migrate", "backup")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,11 +48,17 @@ def main(argv: list[str] | None = None) -> None:
         except BackupError as exc:
             sys.exit(f"python -m service backup: {exc}")
         return
+    if args.command == "migrate":
+        try:
+            print(migrate(settings))
+        except MigrationError as exc:
+            sys.exit(f"python -m service migrate: {exc}")
+        return
     serve(args, settings)
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: ``serve`` (the default) and ``backup``."""
+    """The command line: ``serve`` (the default), ``migrate`` and ``backup``."""
     root = argparse.ArgumentParser(
         prog="python -m service",
         description=__doc__,
@@ -55,8 +66,8 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = root.add_subparsers(dest="command", required=True)
     serve_command = commands.add_parser("serve", help="serve the API (the default command)")
-    serve_command.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    serve_command.add_argument("--port", type=int, default=8000, help="port to bind (8000)")
+    serve_command.add_argument("--host", help="address to bind (HOST, or 127.0.0.1)")
+    serve_command.add_argument("--port", type=int, help="port to bind (PORT, or 8000)")
     serve_command.add_argument("--workers", type=int, default=1, help="worker processes (1)")
     serve_command.add_argument(
         "--timeout-graceful-shutdown",
@@ -64,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
         default=30,
         help="on SIGTERM, seconds to let requests in flight finish (30)",
     )
+    commands.add_parser("migrate", help="bring the database at DATABASE_URL to the latest schema")
     backup_command = commands.add_parser(
         "backup", help="copy the SQLite database to PATH, online (never overwrites)"
     )
@@ -76,8 +88,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
     metrics_dir = prepare_multiprocess_dir() if settings.metrics else None
     config = uvicorn.Config(
         "service.app:app",
-        host=args.host,
-        port=args.port,
+        host=settings.host if args.host is None else args.host,
+        port=settings.port if args.port is None else args.port,
         workers=args.workers,
         server_header=False,
         access_log=False,

@@ -32,6 +32,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     so ``database_url`` comes from ``DATABASE_URL``.
     """
 
+    host: str = "127.0.0.1"
+    """Address ``python -m service`` binds when ``--host`` is not given; ``0.0.0.0``: every one."""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    """Port ``python -m service`` binds when ``--port`` is not given."""
     database_url: str = "sqlite:///heroes.db"
     """``sqlite:///path.db``, ``sqlite:///:memory:`` or ``postgresql://user@host/db``."""
     max_body_size: PositiveInt = 16 * 1024

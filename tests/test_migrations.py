@@ -65,6 +65,48 @@ def test_fresh_postgres_serves_after_the_documented_migration_command(
         assert client.get(f"/heroes/{hero['id']}").json() == hero
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_python_m_service_migrate_brings_a_new_database_to_the_latest_schema(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'new.db'}"
+    else:
+        url = request.getfixturevalue("empty_postgres_url")
+
+    migrated = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.strip().endswith(f"at the latest schema, revision {HEAD}")
+    assert current_revision(Settings(database_url=url)) == HEAD
+
+
+def test_python_m_service_migrate_says_why_it_cannot_and_fails() -> None:
+    # Nothing listens on port 1; the password must not be shown.
+    url = "postgresql://hero:not-to-be-shown@127.0.0.1:1/heroes"
+
+    migrated = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert migrated.returncode == 1
+    assert migrated.stderr.startswith("python -m service migrate: ConnectionRefusedError")
+    assert "Traceback" not in migrated.stderr
+    assert "not-to-be-shown" not in migrated.stderr + migrated.stdout
+
+
 def test_app_refuses_to_start_on_an_unmigrated_postgres_database(
     empty_postgres_url: str,
 ) -> None:

@@ -30,6 +30,9 @@ def test_each_setting_reads_the_variable_of_its_name() -> None:
         ("SQLITE_BUSY_TIMEOUT_MS", "-1"),
         ("DB_POOL_SIZE", "1.5"),
         ("DB_POOL_TIMEOUT", "0"),
+        ("PORT", "0"),
+        ("PORT", "65536"),
+        ("PORT", "http"),
     ],
 )
 def test_invalid_value_is_an_error_naming_the_variable(variable: str, value: str) -> None:

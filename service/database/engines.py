@@ -182,13 +182,7 @@ async def prepare_schema(config: DatabaseConfig) -> None:
     """
     engine = config.get_engine()
     if not isinstance(engine, AsyncEngine):
-        # Workers starting together take the write lock first, so they migrate one at a time.
-        with engine.connect() as connection:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-            commands = AlembicCommands(sqlalchemy_config=config)
-            commands.config.attributes["connection"] = connection
-            commands.upgrade("head")
-            connection.commit()
+        _upgrade_sqlite(engine, config)
         return
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     async with engine.connect() as connection:
@@ -196,8 +190,47 @@ async def prepare_schema(config: DatabaseConfig) -> None:
     if current != head:
         raise RuntimeError(
             f"The database schema is at revision {current or 'none'}, the service needs {head}: "
-            "run `just migrate` (litestar --app service.app:app database upgrade) first."
+            "run `python -m service migrate` (`just migrate`) first."
         )
+
+
+class MigrationError(Exception):
+    """The database could not be migrated; the message says why, without secrets."""
+
+
+def migrate(settings: Settings) -> str:
+    """Bring the database at ``settings.database_url`` to the latest schema; report in one line.
+
+    What ``python -m service migrate`` and ``just migrate`` run, as ``litestar database upgrade``
+    does. On SQLite the write lock is taken first, as at startup, so that running services wait.
+    """
+    config = database_config(settings)
+    engine = config.get_engine()
+    try:
+        if isinstance(engine, AsyncEngine):
+            AlembicCommands(sqlalchemy_config=config).upgrade("head")  # disposes the engine too
+        else:
+            try:
+                _upgrade_sqlite(engine, config)
+            finally:
+                engine.dispose()
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        # The driver's first line only: a statement's text could carry more than it should.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise MigrationError(f"{type(exc).__name__}: {reason}") from None
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    shown = engine.url.render_as_string(hide_password=True)
+    return f"{shown}: at the latest schema, revision {head}"
+
+
+def _upgrade_sqlite(engine: Engine, config: DatabaseConfig) -> None:
+    # Workers starting together take the write lock first, so they migrate one at a time.
+    with engine.connect() as connection:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        commands = AlembicCommands(sqlalchemy_config=config)
+        commands.config.attributes["connection"] = connection
+        commands.upgrade("head")
+        connection.commit()
 
 
 def _current_revision(connection: sa.Connection) -> str | None:

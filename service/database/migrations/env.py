@@ -1,6 +1,7 @@
 """Alembic environment: runs the migrations on the engine advanced-alchemy's config built.
 
-Used by ``litestar database upgrade`` (``just migrate``) and by the SQLite startup upgrade.
+Used by ``python -m service migrate`` (``just migrate``), ``litestar database upgrade`` and the
+SQLite startup upgrade.
 """
 
 from __future__ import annotations
