@@ -28,7 +28,7 @@ backup path:
 
 # The tests but for live servers, fuzzing, SDKs and browsers: a quick check while coding
 test-fast *args:
-    python -m pytest -m "not live and not fuzz and not sdk and not browser" {{args}}
+    python -m pytest -m "not live and not fuzz and not sdk and not browser and not container" {{args}}
 
 # Fuzz the API with Schemathesis on a random seed, or replay one: `just fuzz 1234`
 [positional-arguments]
@@ -42,6 +42,31 @@ fuzz seed="" examples="300" *pytest_args:
     status=$?
     echo "seed $seed: replay with \`just fuzz $seed $examples\`"
     exit $status
+
+# Build the container image hero-service:<version> and :latest with podman (or docker); BASE_IMAGE=..., EXTRAS=... choose
+image *build_flags:
+    python tools/image.py build {{build_flags}}
+
+# Build the image on a Debian 12 base made by debootstrap (cached) and test it with podman (installs them if missing)
+image-test *pytest_args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    started=$SECONDS
+    missing=""
+    for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+    if [ -n "$missing" ]; then apt-get update -q && apt-get install -y -q $missing; fi
+    # podman as it runs on machines like CI's: runc (crun refuses their cgroup layout), the
+    # host's network, explicit limits (the implicit ones cannot be set there).
+    export CONTAINER_ENGINE="podman --runtime runc --cgroup-manager cgroupfs"
+    flags=(--network host --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
+    base=localhost/hero-debian-python:bookworm
+    python tools/image.py debian-base "$base"
+    BASE_IMAGE="$base" python tools/image.py build "${flags[@]}"
+    built=$SECONDS
+    python -m pytest -m container tests/test_container.py {{pytest_args}}
+    size=$($CONTAINER_ENGINE image inspect --format '{{{{.Size}}' hero-service:latest)
+    echo "image-test: hero-service:latest is $((size / 1000000)) MB on $base;" \
+        "base and build $((built - started)) s, tests $((SECONDS - built)) s"
 
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
 openapi:

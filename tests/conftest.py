@@ -62,6 +62,17 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped after the test."""
+    name = f"hero_empty_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def redis_url() -> str:
     """The Redis server; the test is skipped when none answers, but fails in CI."""
     try:

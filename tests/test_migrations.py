@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
@@ -23,21 +20,9 @@ from service.app import create_app
 from service.database.engines import MIGRATIONS, database_config
 from service.database.tables import Base, Hero
 from service.settings import Settings
-from tests.conftest import POSTGRES_SERVER
 from tests.helpers import create, direct_engine, moment, without_timestamps
 
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-
-
-@pytest.fixture
-def empty_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped after the test."""
-    name = f"hero_empty_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def current_revision(settings: Settings) -> str | None:
