@@ -62,6 +62,9 @@ image-test *pytest_args:
     base=localhost/hero-debian-python:bookworm
     python tools/image.py debian-base "$base"
     BASE_IMAGE="$base" python tools/image.py build "${flags[@]}"
+    # Every build leaves the images it replaced untagged: keep a day's, for the layer cache.
+    $CONTAINER_ENGINE image prune --force --filter until=24h \
+        --filter label=org.opencontainers.image.title=hero-service
     built=$SECONDS
     python -m pytest -m container tests/test_container.py {{pytest_args}}
     size=$($CONTAINER_ENGINE image inspect --format '{{{{.Size}}' hero-service:latest)
