@@ -188,10 +188,11 @@ def test_heroes_survive_a_restart_and_a_new_container_on_the_volume(volume: str)
 
 
 def test_serves_postgresql_migrated_by_its_own_command(empty_postgres_url: str) -> None:
+    database = f"--env=DATABASE_URL={empty_postgres_url}"
     migrated = podman(
-        "run", "--rm", *run_flags(), f"--env=DATABASE_URL={empty_postgres_url}", IMAGE, "migrate"
+        "run", "--rm", *run_flags(), database, f"--env=API_KEY={API_KEY}", IMAGE, "migrate"
     )
-    with running(f"--env=DATABASE_URL={empty_postgres_url}") as container:
+    with running(database) as container:
         created = httpx.post(f"{container.url}/heroes", json=new_hero("Postgres"), headers=WRITE)
         listed = httpx.get(f"{container.url}/heroes").json()
 

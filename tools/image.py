@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / "build" / "wheels"
 NAME = "hero-service"
 DEFAULT_EXTRAS = "postgres"
+DEFAULT_BASE_PYTHON = (3, 11)
+"""The Python of the Containerfile's default base image, which the wheels must be built for."""
 DEBIAN_BASE = "localhost/hero-debian-python:bookworm"
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TRIMMED = (
@@ -86,13 +88,20 @@ def build_wheels(extras: str) -> None:
 def build(build_flags: list[str]) -> None:
     """Build the wheels, then the image, tagged with the version and ``latest``."""
     started = time.monotonic()
+    base = os.environ.get("BASE_IMAGE")
+    if base is None and sys.version_info[:2] != DEFAULT_BASE_PYTHON:
+        sys.exit(
+            f"tools/image.py: the wheels would be built for Python {sys.version_info[0]}."
+            f"{sys.version_info[1]}, the default base image has 3.11: run it with Python 3.11, "
+            "or set BASE_IMAGE to an image with this Python"
+        )
     extras = os.environ.get("EXTRAS", DEFAULT_EXTRAS)
     build_wheels(extras)
     wheels_seconds = time.monotonic() - started
     command = engine()
     tags = [f"{NAME}:{version()}", f"{NAME}:latest"]
     args = ["--build-arg", f"EXTRAS={extras}", "--build-arg", f"VERSION={version()}"]
-    if base := os.environ.get("BASE_IMAGE"):
+    if base:
         args += ["--build-arg", f"BASE_IMAGE={base}"]
     if Path(command[0]).name == "podman":
         args += ["--format", "docker"]  # OCI images have no HEALTHCHECK; Docker's format does
