@@ -120,7 +120,7 @@ def running(*flags: str, **env: str) -> Iterator[Container]:
         container.wait_until_ready()
         yield container
     finally:
-        podman("rm", "--force", "--time", "0", container.name)
+        podman("rm", "--force", "--volumes", "--time", "0", container.name)
 
 
 @pytest.fixture(scope="session", autouse=True)
