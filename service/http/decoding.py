@@ -99,7 +99,7 @@ class StrictRequest(Request[Any, Any, Any]):
 
     def _invalid(self, exc: InvalidBody) -> ValidationException:
         return ValidationException(
-            detail=f"Validation failed for {self.method} {self.url.path}",
+            detail=f"Validation failed for {self.method} {self.scope['path']}",
             extra=[{"message": exc.message, "key": exc.key, "source": "body"}],
         )
 
@@ -290,8 +290,9 @@ def single_query_values(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     names = scalar_query_names(connection.route_handler) - connection.path_params.keys()
     repeated = [name for name in sorted(names) if len(query.getall(name, [])) > 1]
     if repeated:
+        scope = connection.scope
         raise ValidationException(
-            detail=f"Validation failed for {connection.scope.get('method')} {connection.url.path}",
+            detail=f"Validation failed for {scope.get('method')} {scope['path']}",
             extra=[
                 {"message": "Given more than once; send it once.", "key": name, "source": "query"}
                 for name in repeated
