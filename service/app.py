@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return ServiceApp(
         served_hosts=comma_list(settings.allowed_hosts),
         access_log=settings.access_log,
-        proxies=TrustedProxies(settings.forwarded_allow_ips),
+        proxies=TrustedProxies(settings.forwarded_allow_ips, settings.forwarded_header),
         route_handlers=[*handlers, docs.DocsAliases],
         plugins=plugins,
         signature_namespace={"Database": Database},

@@ -66,6 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     Empty: none, the client is the peer of the connection; ``*``: every peer.
     """
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    """The header the trusted proxies append their peer to: ``x-forwarded-for`` or RFC 7239's
+    ``forwarded``. Only that one is read: a client could forge the other, which the proxy passes
+    on untouched."""
     allowed_hosts: str = "*"
     """Comma-separated host names to answer (``*.example.com`` works); other hosts get 400."""
     cors_allow_origins: str = ""

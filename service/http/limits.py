@@ -7,6 +7,8 @@ each worker counts alone: the limit a client sees is the workers times ``RATE_LI
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import math
 import time
@@ -159,7 +161,7 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Count the request, then serve it or refuse it."""
-        client = (scope.get("client") or ("unknown", 0))[0]
+        client = client_key((scope.get("client") or ("unknown", 0))[0])
         window = await self.counter.hit(client)
         if window is None:
             await next_app(scope, receive, send)
@@ -180,6 +182,31 @@ class RateLimitMiddleware(ASGIMiddleware):
             await send(message)
 
         await next_app(scope, receive, send_with_headers)
+
+
+IPV6_PREFIX = 64
+"""IPv6 clients are counted per /64: one subscriber, host or VM usually gets a whole /64 (RFC
+6177's advice to ISPs is a /56 or /48), so one client could otherwise change its address at will
+to escape the limit."""
+
+
+@functools.lru_cache(maxsize=4096)
+def client_key(address: str) -> str:
+    """The key a client address is counted under: the address, written one way, or its /64.
+
+    ``::ffff:203.0.113.7`` (an IPv4 client of a dual-stack socket) counts as ``203.0.113.7``;
+    ``2001:db8:1:2::7`` as ``2001:db8:1:2::/64``. What is not an address is kept as it is.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    prefix = int(ip) >> (128 - IPV6_PREFIX) << (128 - IPV6_PREFIX)
+    return str(ipaddress.IPv6Network((prefix, IPV6_PREFIX)))
 
 
 async def too_many_requests(window: Window, headers: list[tuple[bytes, bytes]], send: Send) -> None:
