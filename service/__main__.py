@@ -17,8 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from service import serving
 from service.database.backup import BackupError, backup
 from service.ops.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
@@ -73,20 +71,17 @@ def parser() -> argparse.ArgumentParser:
 
 def serve(args: argparse.Namespace, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT."""
+    try:
+        config = serving.server_config(
+            settings,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+        )
+    except SettingsError as exc:
+        sys.exit(f"python -m service: {exc}")
     metrics_dir = prepare_multiprocess_dir() if settings.metrics else None
-    config = uvicorn.Config(
-        "service.app:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        server_header=False,
-        access_log=False,
-        proxy_headers=False,
-        # Longer than the idle timeout of common load balancers (60 s), so that the balancer,
-        # not the server, closes idle connections and never reuses one the server just closed.
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-    )
     try:
         serving.run(config)
     except KeyboardInterrupt:

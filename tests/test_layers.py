@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).parents[1] / "service"
 LAYERS: list[list[str]] = [
     ["service.__main__"],
     ["service.serving", "service.openapi_document"],
-    ["service.app"],
+    ["service.app", "service.connections"],
     ["service.ops", "service.heroes"],
     ["service.http"],
     ["service.database"],

@@ -27,15 +27,17 @@ if TYPE_CHECKING:
     from litestar.types import HTTPScope
 
 
-def _refusal(detail: str) -> ASGIResponse:
+def _refusal(detail: str, *, close: bool = True) -> ASGIResponse:
+    """A 400; one for a malformed request closes the connection: it comes from a broken client."""
     return ASGIResponse(
         body=msgspec.json.encode(Error(400, detail)),
         status_code=400,
         media_type="application/json",
+        headers={"connection": "close"} if close else None,
     )
 
 
-WRONG_HOST = _refusal("The Host header names a host this service does not serve.")
+WRONG_HOST = _refusal("The Host header names a host this service does not serve.", close=False)
 NO_HOST = _refusal("HTTP/1.1 requests need a Host header; this one has none.")
 TWO_HOSTS = _refusal("The request has more than one Host header; send one.")
 INVALID_HOST = _refusal(
