@@ -240,20 +240,24 @@ def tls_options(settings: Settings) -> dict[str, Any]:
         return {}
     if not cert:
         raise SettingsError("TLS_CERT_FILE: needed with TLS_KEY_FILE, the certificate to serve")
+    contents = b""
     for variable, path in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)):
         if not path:
             continue
         try:
             with open(path, "rb") as file:
-                file.read(1)
+                contents = file.read()
         except OSError as exc:
             raise SettingsError(f"{variable}: cannot read {path}: {exc.strerror}") from None
     try:
         tls_context(cert, key, password)
     except ssl.SSLError as exc:
-        variables = "TLS_KEY_PASSWORD" if "decrypt" in str(exc).lower() else "TLS_CERT_FILE"
-        if variables == "TLS_CERT_FILE" and key:
-            variables = "TLS_CERT_FILE, TLS_KEY_FILE"
+        if b"ENCRYPTED" in contents:  # the key's PEM header says so
+            said = "is not its password" if password else "is needed"
+            raise SettingsError(
+                f"TLS_KEY_PASSWORD: the key is encrypted, and TLS_KEY_PASSWORD {said}"
+            ) from None
+        variables = "TLS_CERT_FILE, TLS_KEY_FILE" if key else "TLS_CERT_FILE"
         raise SettingsError(
             f"{variables}: the certificate and its key do not load: {exc}"
         ) from None

@@ -59,7 +59,8 @@ class Server:
         ``args``: more command-line arguments (``--host``...).
         """
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if env.get("TLS_CERT_FILE") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.workers = workers
         # Read to know when every worker has started, so never a pipe that could fill up.
         self.own_log = log is None
@@ -108,7 +109,8 @@ class Server:
                 if (
                     self.log.read_text(errors="replace").count("Application startup complete")
                     >= started
-                    and httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
+                    and httpx.get(f"{self.url}/health/ready", timeout=1, verify=False).status_code
+                    == 200
                 ):
                     return
             except httpx.TransportError:
