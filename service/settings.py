@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     Without it, ``python -m service`` refuses to start on such an address with no key."""
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Requests a client (by IP) may make per minute, health checks aside; 0 turns the limit off."""
+    docs_bytes_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 16 * 1024 * 1024
+    """Bytes of docs pages, document and assets a client (by IP) may be sent per minute, counted
+    apart from ``RATE_LIMIT_PER_MINUTE``; past them, 429. 0 turns the budget off."""
     redis_url: str = ""
     """``redis://host:6379/0``: the rate limit is counted there, shared by every worker and host.
 
