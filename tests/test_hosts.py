@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -15,6 +14,7 @@ from service.app import create_app
 from service.http.errors import Error
 from service.http.hosts import UnsupportedTarget, target_authority, valid_host
 from service.settings import Settings
+from tests.helpers import Answer, asgi_request
 
 MALFORMED_HOSTS = [
     b"x:y",
@@ -56,45 +56,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Lite
         yield client
 
 
-def request(
-    client: TestClient[Litestar],
-    headers: list[tuple[bytes, bytes]],
-    *,
-    path: str = "/heroes",
-    query: bytes = b"",
-    http_version: str = "1.1",
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """Send one GET through the app as a server would, with exactly these header lines."""
-    sent: list[Any] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": http_version,
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-    client.blocking_portal.call(client.app, scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body
-
-
-def assert_refused(answer: tuple[int, dict[bytes, bytes], bytes]) -> None:
+def assert_refused(answer: Answer) -> None:
     status, headers, body = answer
     assert status == 400, body
     assert headers[b"content-type"].startswith(b"application/json")
@@ -107,35 +69,37 @@ def assert_refused(answer: tuple[int, dict[bytes, bytes], bytes]) -> None:
 def test_malformed_host_is_400_even_when_every_host_is_allowed(
     client: TestClient[Litestar], host: bytes, path: str
 ) -> None:
-    assert_refused(request(client, [(b"host", host)], path=path))
+    assert_refused(asgi_request(client, [(b"host", host)], path=path))
 
 
 @pytest.mark.parametrize("host", WELL_FORMED_HOSTS, ids=repr)
 def test_well_formed_host_is_served(client: TestClient[Litestar], host: bytes) -> None:
-    status, _, body = request(client, [(b"host", host)], path="/health/live")
+    status, _, body = asgi_request(client, [(b"host", host)], path="/health/live")
 
     assert status == 200, body
 
 
 def test_http_1_1_request_without_host_is_400(client: TestClient[Litestar]) -> None:
-    assert_refused(request(client, [(b"accept", b"*/*")]))
+    assert_refused(asgi_request(client, [(b"accept", b"*/*")]))
 
 
 def test_http_1_0_request_without_host_is_served(client: TestClient[Litestar]) -> None:
-    status, _, _ = request(client, [], http_version="1.0")
+    status, _, _ = asgi_request(client, [], http_version="1.0")
 
     assert status == 200
 
 
 @pytest.mark.parametrize("hosts", [[b"a", b"a"], [b"a", b"b"], [b"a", b"x:y"]])
 def test_two_host_headers_are_400(client: TestClient[Litestar], hosts: list[bytes]) -> None:
-    assert_refused(request(client, [(b"host", host) for host in hosts]))
+    assert_refused(asgi_request(client, [(b"host", host) for host in hosts]))
 
 
 def test_repeated_parameter_error_names_the_path_whatever_the_host(
     client: TestClient[Litestar],
 ) -> None:
-    status, _, body = request(client, [(b"host", b"heroes.example:8000")], query=b"limit=1&limit=2")
+    status, _, body = asgi_request(
+        client, [(b"host", b"heroes.example:8000")], query=b"limit=1&limit=2"
+    )
 
     assert status == 400
     assert msgspec.json.decode(body, type=Error).detail == "Validation failed for GET /heroes"
@@ -144,8 +108,8 @@ def test_repeated_parameter_error_names_the_path_whatever_the_host(
 def test_host_with_a_bad_port_is_400_against_allowed_hosts_too(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", allowed_hosts="x")
     with TestClient[Litestar](create_app(settings)) as client:
-        assert_refused(request(client, [(b"host", b"x:y")]))
-        assert request(client, [(b"host", b"x:8000")], path="/health/live")[0] == 200
+        assert_refused(asgi_request(client, [(b"host", b"x:y")]))
+        assert asgi_request(client, [(b"host", b"x:8000")], path="/health/live")[0] == 200
 
 
 @pytest.mark.parametrize("host", MALFORMED_HOSTS, ids=repr)
