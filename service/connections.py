@@ -59,6 +59,7 @@ RETRY_AFTER_SECONDS = 1
 WARN_EVERY_SECONDS = 10.0
 AT_CAPACITY = "The server is at its connection limit; retry shortly."
 HEAD_TOO_LARGE = "The request's header fields are too large."
+URL_TOO_LONG = "The request target is too long."
 BODY_TOO_SLOW = "The request body did not arrive in time."
 
 
@@ -105,9 +106,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """Whether the read being parsed ended a request."""
         self.head_bytes = 0
         """Bytes of the current head received in reads that held nothing else."""
-        self.head_size = 0
-        """Bytes of the current head's request line and finished header lines."""
+        self.read_size = 0
+        """Bytes of the read being parsed."""
         self.since = 0.0
+        """When the head being waited for began to be (the connection, or its first byte)."""
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.body_deadline = 0.0
@@ -140,16 +142,21 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return  # answered here: what the client still sends is dropped
         was_in_head, was_in_body = self.in_head, self.in_body
         self.message_ended = False
-        super().data_received(data)
-        if self.answered or self.transport.is_closing():
+        self.read_size = len(data)
+        HttpToolsProtocol.data_received(self, data)
+        if self.answered or not (self.in_head or self.in_body or not self.message_ended):
+            return  # the common case: the read held whole requests
+        if self.transport.is_closing():
             return
-        if self.in_head or not (self.in_body or self.message_ended):
+        if self.in_head or not self.in_body:
             # A head in progress, or bytes that began none (blank lines): the head's time runs.
             if was_in_head:
                 self.head_bytes += len(data)
-            if max(self.head_bytes, self.head_size) > self.limits.max_head_size:
+            limit = self.limits.max_head_size
+            if self.head_bytes > limit or (self.in_head and self.head_size() > limit):
                 self.answer(431, HEAD_TOO_LARGE)
             elif self.head_timer is None:
+                self.since = time.monotonic()
                 self.head_timer = self.loop.call_later(
                     self.limits.head_timeout, self._head_timed_out
                 )
@@ -161,66 +168,62 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """Back to waiting: uvicorn's keep-alive timeout bounds the wait for the next request."""
-        super().on_response_complete()
-        if not (self.transport.is_closing() or self.in_body or self.pipeline):
+        HttpToolsProtocol.on_response_complete(self)
+        if not (self.in_body or self.pipeline or self.transport.is_closing()):
             self.waiting[self] = None
+
+    def head_size(self) -> int:
+        """Bytes of the current head parsed so far: its request target and finished headers."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     # The parser's callbacks
 
     def on_message_begin(self) -> None:
         """A new request: its head starts."""
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self.in_head = True
-        self.head_size = 0
-        if self.head_timer is None:
-            self.since = time.monotonic()
-
-    def on_url(self, url: bytes) -> None:
-        """A part of the request target."""
-        super().on_url(url)
-        self.head_size += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """A header line."""
-        super().on_header(name, value)
-        self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         """Check the head whole, put an absolute-form target's authority in ``Host``, serve."""
         if self.answered:
             return
-        if max(self.head_size, self.head_bytes) > self.limits.max_head_size:
-            if len(self.url) > self.limits.max_head_size:
-                self.answer(414, "The request target is too long.")
-            else:
-                self.answer(431, HEAD_TOO_LARGE)
+        limit = self.limits.max_head_size
+        # The head is within this read and the earlier ones that held nothing else: only when
+        # those are larger than the bound is the head itself measured.
+        if self.head_bytes + self.read_size > limit and (
+            self.head_bytes > limit or self.head_size() > limit
+        ):
+            too_long = len(self.url) > limit
+            self.answer(414 if too_long else 431, URL_TOO_LONG if too_long else HEAD_TOO_LARGE)
             return
-        try:
-            authority = target_authority(self.url)
-        except UnsupportedTarget:
-            self.answer(400, "The request target is a URL of a scheme other than http(s).")
-            return
-        if authority is not None:
-            self._use_authority(authority)
+        if self.url[:1] != b"/":
+            try:
+                authority = target_authority(self.url)
+            except UnsupportedTarget:
+                self.answer(400, "The request target is a URL of a scheme other than http(s).")
+                return
+            if authority is not None:
+                self._use_authority(authority)
         self.in_head = False
         self.in_body = True
-        self.head_bytes = self.head_size = 0
+        self.head_bytes = 0
+        self.since = 0.0
         self.waiting.pop(self, None)
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         """A part of the body, for the app (none once the request is answered here)."""
         if not self.answered:
-            super().on_body(body)
+            HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         """The request's body is in: the next bytes begin a new head."""
         if self.answered:
             return
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
         self.in_body = False
         self.message_ended = True
         if self.body_timer is not None:
@@ -279,7 +282,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             "state": {REQUEST_ID_STATE: request_id},
             "client": self.client,
         }
-        duration = time.monotonic() - self.since
+        duration = time.monotonic() - self.since if self.since else 0.0
         access_logger.info(
             access_log_line(cast("Any", scope), cast("str", method), status, duration)
         )
