@@ -5,6 +5,10 @@ port). The server does not announce itself (no Server header) and leaves the acc
 service's JSON log. On SIGTERM it stops accepting connections, answers the requests already sent
 (up to --timeout-graceful-shutdown seconds) and exits.
 
+On an address other than loopback it refuses to start without API_KEY, unless
+ALLOW_ANONYMOUS_WRITES=true. With TLS_CERT_FILE and TLS_KEY_FILE it serves HTTPS. It bounds each
+connection: REQUEST_HEAD_TIMEOUT, REQUEST_BODY_TIMEOUT, MAX_HEADER_SIZE, WORKER_CONNECTIONS.
+
 python -m service backup PATH copies the SQLite database at DATABASE_URL to PATH while the
 service keeps serving.
 

@@ -2,9 +2,9 @@
 
 From the top: the command line, then the server (and the document's writer), then the app (and
 beside it the connections the server keeps), then the resources and what operators see (side by
-side, neither importing the other), then the
-HTTP edge, the database, and the settings at the ground. No two modules import each other,
-directly or round a loop. Every import counts, those under ``TYPE_CHECKING`` or in functions too.
+side, neither importing the other), then the HTTP edge, the database, and the settings at the
+ground. No two modules import each other, directly or round a loop. Every import counts, those
+under ``TYPE_CHECKING`` or in functions too.
 """
 
 from __future__ import annotations
