@@ -18,7 +18,8 @@ included, can connect at all. :class:`BoundedHttpProtocol` adds, per connection:
   closed to make room, as nginx reuses idle connections; when every connection has a request
   in progress, the new one is answered 503 with ``Retry-After`` and closed.
 
-Every answer given here has the ``Error`` shape and a request id, as the app's answers do.
+Every answer given here has the ``Error`` shape and a request id, as the app's answers do. The
+deadlines are checked by one timer per worker, every ``SWEEP_SECONDS``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -56,6 +58,9 @@ LINGERING_PAST_THE_CAP = 32
 """Connections past the cap that may linger so; past them an answered connection is closed at
 once (the file descriptors a worker keeps in reserve leave room for these)."""
 RETRY_AFTER_SECONDS = 1
+SWEEP_SECONDS = 0.25
+"""How often a worker looks for heads and bodies past their time: each times out within this
+much of its deadline."""
 WARN_EVERY_SECONDS = 10.0
 AT_CAPACITY = "The server is at its connection limit; retry shortly."
 HEAD_TOO_LARGE = "The request's header fields are too large."
@@ -82,12 +87,44 @@ class BoundedConfig(uvicorn.Config):
         self.limits = limits
 
 
+class ConnectionBook:
+    """What a server's connections share: who waits, the deadlines, and the one timer for them.
+
+    Deadlines are kept in a dict and checked every ``SWEEP_SECONDS`` by a single timer, rather
+    than a timer armed and cancelled per request, which cost more than the rest of the
+    accounting together.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[BoundedHttpProtocol, None] = {}
+        """Connections with no request in progress, the longest waiting first."""
+        self.deadlines: dict[BoundedHttpProtocol, float] = {}
+        """When each connection's head or body is due, on the loop's clock."""
+        self.sweeper: asyncio.TimerHandle | None = None
+        self.warned_at = -WARN_EVERY_SECONDS
+
+    def due(self, protocol: BoundedHttpProtocol, when: float) -> None:
+        """Have ``protocol``'s head or body due at ``when``."""
+        self.deadlines[protocol] = when
+        if self.sweeper is None:
+            self.sweeper = self.loop.call_later(SWEEP_SECONDS, self.sweep)
+
+    def sweep(self) -> None:
+        """Tell each connection whose deadline has passed; then wait for the next ones."""
+        self.sweeper = None
+        now = self.loop.time()
+        for protocol in [p for p, when in self.deadlines.items() if when <= now]:
+            protocol.deadline_passed(now)
+        if self.deadlines:
+            self.sweeper = self.loop.call_later(SWEEP_SECONDS, self.sweep)
+
+
+_BOOKS: weakref.WeakKeyDictionary[ServerState, ConnectionBook] = weakref.WeakKeyDictionary()
+
+
 class BoundedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the bounds of :class:`ConnectionLimits`."""
-
-    waiting: dict[BoundedHttpProtocol, None] = {}
-    """This worker's connections with no request in progress, the longest waiting first."""
-    warned_at = -WARN_EVERY_SECONDS
 
     def __init__(
         self,
@@ -98,6 +135,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = config.limits if isinstance(config, BoundedConfig) else ConnectionLimits()
+        book = _BOOKS.get(server_state)
+        if book is None:
+            book = _BOOKS[server_state] = ConnectionBook(self.loop)
+        self.book = book
         self.in_head = False
         """Between the first byte of a request and the end of its head."""
         self.in_body = False
@@ -110,9 +151,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """Bytes of the read being parsed."""
         self.since = 0.0
         """When the head being waited for began to be (the connection, or its first byte)."""
-        self.head_timer: asyncio.TimerHandle | None = None
-        self.body_timer: asyncio.TimerHandle | None = None
-        self.body_deadline = 0.0
         self.timed_out: object = None
         """The request cycle whose body did not arrive in time."""
         self.answered = False
@@ -127,13 +165,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._warn_at_cap("new connections are answered 503")
             self.answer(503, AT_CAPACITY, retry=True)
             return
-        self.waiting[self] = None
-        self.head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+        self.book.waiting[self] = None
+        self.book.due(self, self.loop.time() + self.limits.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the connection and its timers."""
-        self.waiting.pop(self, None)
-        self._cancel_timers()
+        """Forget the connection and its deadline."""
+        self.book.waiting.pop(self, None)
+        self.book.deadlines.pop(self, None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -148,6 +186,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return  # the common case: the read held whole requests
         if self.transport.is_closing():
             return
+        deadlines = self.book.deadlines
         if self.in_head or not self.in_body:
             # A head in progress, or bytes that began none (blank lines): the head's time runs.
             if was_in_head:
@@ -155,22 +194,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             limit = self.limits.max_head_size
             if self.head_bytes > limit or (self.in_head and self.head_size() > limit):
                 self.answer(431, HEAD_TOO_LARGE)
-            elif self.head_timer is None:
+            elif self not in deadlines:
                 self.since = time.monotonic()
-                self.head_timer = self.loop.call_later(
-                    self.limits.head_timeout, self._head_timed_out
-                )
-        elif self.in_body:
-            if self.body_timer is None:
-                self._start_body_timer()
-            elif was_in_body:
-                self.body_deadline += len(data) / MIN_BODY_RATE
+                self.book.due(self, self.loop.time() + self.limits.head_timeout)
+        elif was_in_body and self in deadlines:
+            deadlines[self] += len(data) / MIN_BODY_RATE
+        else:
+            self._wait_for_body()
 
     def on_response_complete(self) -> None:
         """Back to waiting: uvicorn's keep-alive timeout bounds the wait for the next request."""
         HttpToolsProtocol.on_response_complete(self)
         if not (self.in_body or self.pipeline or self.transport.is_closing()):
-            self.waiting[self] = None
+            self.book.waiting[self] = None
 
     def head_size(self) -> int:
         """Bytes of the current head parsed so far: its request target and finished headers."""
@@ -208,10 +244,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.in_body = True
         self.head_bytes = 0
         self.since = 0.0
-        self.waiting.pop(self, None)
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+        self.book.waiting.pop(self, None)
+        self.book.deadlines.pop(self, None)
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
@@ -226,9 +260,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         HttpToolsProtocol.on_message_complete(self)
         self.in_body = False
         self.message_ended = True
-        if self.body_timer is not None:
-            self.body_timer.cancel()
-            self.body_timer = None
+        self.book.deadlines.pop(self, None)
 
     def send_400_response(self, msg: str) -> None:
         """A request the parser cannot read: 400 in the Error shape (unless already answered)."""
@@ -244,8 +276,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         so that what the client is still sending does not make the close reset the answer away.
         """
         self.answered = True
-        self.waiting.pop(self, None)
-        self._cancel_timers()
+        self.book.waiting.pop(self, None)
+        self.book.deadlines.pop(self, None)
         request_id = choose_request_id(self.headers or [])
         body = msgspec.json.encode(Error(status, detail))
         headers = [
@@ -289,19 +321,22 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     # Timeouts
 
-    def _head_timed_out(self) -> None:
-        self.head_timer = None
+    def deadline_passed(self, now: float) -> None:
+        """The head or the body was due by now (called by the book's sweep)."""
+        self.book.deadlines.pop(self, None)
         if self.answered or self.transport.is_closing():
             return
-        if self.in_head:
+        if self.in_body:
+            self._body_timed_out()
+        elif self.in_head:
             self.answer(408, "The request head did not arrive in time.")
         else:
-            self.waiting.pop(self, None)
+            self.book.waiting.pop(self, None)
             self.transport.close()
 
-    def _start_body_timer(self) -> None:
-        self.body_deadline = self.loop.time() + self.limits.body_timeout
-        self.body_timer = self.loop.call_at(self.body_deadline, self._body_timed_out)
+    def _wait_for_body(self) -> None:
+        """Have the body due in time, and the app's next read of it fail with 408 if it is not."""
+        self.book.due(self, self.loop.time() + self.limits.body_timeout)
         cycle = self.cycle
         receive = cycle.receive
 
@@ -315,13 +350,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         cycle.receive = receive_in_time  # type: ignore[method-assign]
 
     def _body_timed_out(self) -> None:
-        if self.loop.time() < self.body_deadline:
-            self.body_timer = self.loop.call_at(self.body_deadline, self._body_timed_out)
-            return
-        self.body_timer = None
         cycle = self.cycle
-        if self.answered or self.transport.is_closing():
-            return
         cycle.keep_alive = False
         if cycle.response_complete:
             self.transport.close()
@@ -329,32 +358,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.timed_out = cycle
             cycle.message_event.set()  # wakes the app's receive, which then raises the 408
 
-    def _cancel_timers(self) -> None:
-        for timer in (self.head_timer, self.body_timer):
-            if timer is not None:
-                timer.cancel()
-        self.head_timer = self.body_timer = None
-
     # The cap
 
     def _make_room(self) -> bool:
         """Close the connection that has waited longest without a request, if there is one."""
-        oldest = next(iter(self.waiting), None)
+        oldest = next(iter(self.book.waiting), None)
         if oldest is None:
             return False
         if oldest.in_head:
             oldest.answer(503, AT_CAPACITY, retry=True)
         else:
-            oldest.waiting.pop(oldest, None)
-            oldest._cancel_timers()
+            self.book.waiting.pop(oldest, None)
+            self.book.deadlines.pop(oldest, None)
             oldest.transport.close()
         self._warn_at_cap("the connections that waited longest are closed")
         return True
 
     def _warn_at_cap(self, what: str) -> None:
         now = time.monotonic()
-        if now - BoundedHttpProtocol.warned_at >= WARN_EVERY_SECONDS:
-            BoundedHttpProtocol.warned_at = now
+        if now - self.book.warned_at >= WARN_EVERY_SECONDS:
+            self.book.warned_at = now
             logger.warning(
                 "%d connections, the most this worker keeps open: %s", len(self.connections), what
             )
