@@ -94,7 +94,9 @@ def measure(
 ) -> float:
     """CPU seconds per request for ``requests`` requests on one kept-alive connection."""
     loop = uvloop.new_event_loop()  # as uvicorn runs it
-    config = BoundedConfig(asgi_app, limits=ConnectionLimits(access_log=False), log_config=None)
+    config = BoundedConfig(
+        asgi_app, limits=ConnectionLimits(access_log=False), log_config=None, access_log=False
+    )
     config.load()
     lifespan = LifespanOn(config)
     state = ServerState()
