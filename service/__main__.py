@@ -6,6 +6,10 @@ The server does not announce itself (no Server header) and leaves the access log
 service's JSON log. On SIGTERM it stops accepting connections, answers the requests already sent
 (up to --timeout-graceful-shutdown seconds) and exits.
 
+On an address other than loopback it refuses to start without API_KEY, unless
+ALLOW_ANONYMOUS_WRITES=true. With TLS_CERT_FILE and TLS_KEY_FILE it serves HTTPS. It bounds each
+connection: REQUEST_HEAD_TIMEOUT, REQUEST_BODY_TIMEOUT, MAX_HEADER_SIZE, WORKER_CONNECTIONS.
+
 python -m service migrate brings the database at DATABASE_URL to the latest schema (what
 just migrate runs): on PostgreSQL, before the first start and after each upgrade.
 
@@ -20,8 +24,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import uvicorn
 
 from service import serving
 from service.database.backup import BackupError, backup
@@ -85,20 +87,17 @@ def parser() -> argparse.ArgumentParser:
 
 def serve(args: argparse.Namespace, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT."""
+    try:
+        config = serving.server_config(
+            settings,
+            host=settings.host if args.host is None else args.host,
+            port=settings.port if args.port is None else args.port,
+            workers=args.workers,
+            timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+        )
+    except SettingsError as exc:
+        sys.exit(f"python -m service: {exc}")
     metrics_dir = prepare_multiprocess_dir() if settings.metrics else None
-    config = uvicorn.Config(
-        "service.app:app",
-        host=settings.host if args.host is None else args.host,
-        port=settings.port if args.port is None else args.port,
-        workers=args.workers,
-        server_header=False,
-        access_log=False,
-        proxy_headers=False,
-        # Longer than the idle timeout of common load balancers (60 s), so that the balancer,
-        # not the server, closes idle connections and never reuses one the server just closed.
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-    )
     try:
         serving.run(config)
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from service.database.statements import Database
 from service.heroes.controller import RESOURCE as HEROES
 from service.http import decoding, docs
 from service.http.errors import EXCEPTION_HANDLERS
-from service.http.limits import rate_limit
+from service.http.limits import docs_budget, rate_limit
 from service.http.openapi import complete_document
 from service.http.proxies import TrustedProxies
 from service.http.resources import Resource
@@ -38,7 +38,8 @@ and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), w
 
 
 UNLIMITED_PATHS = ["/health", "/metrics", "/schema", "/docs", "/redoc"]
-"""Paths the rate limit leaves alone, so monitoring and docs keep working under a flood."""
+"""Paths the rate limit leaves alone, so monitoring and docs keep working under a flood (the
+docs have a budget of bytes of their own, ``DOCS_BYTES_PER_MINUTE``)."""
 
 RESOURCES: list[Resource] = [HEROES, HEALTH]
 """What the app serves; a new resource is a folder beside ``service/heroes/`` and a line here."""
@@ -78,10 +79,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.tracing:
         plugins += tracing(database)
     docs_pages = docs.render_plugins()
+    docs_middleware: list[Middleware] = []
+    if settings.docs_bytes_per_minute:
+        budget, bytes_sent = docs_budget(settings)
+        docs_middleware.append(budget)
+        on_shutdown.append(bytes_sent.close)
     return ServiceApp(
         served_hosts=comma_list(settings.allowed_hosts),
         access_log=settings.access_log,
-        proxies=TrustedProxies(settings.forwarded_allow_ips),
+        proxies=TrustedProxies(settings.forwarded_allow_ips, settings.forwarded_header),
         route_handlers=[*handlers, docs.DocsAliases],
         plugins=plugins,
         signature_namespace={"Database": Database},
@@ -103,7 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tags=[resource.tag for resource in RESOURCES],
             use_handler_docstrings=True,
             path="/schema",
-            openapi_router=docs.router(docs_pages),
+            openapi_router=docs.router(docs_pages, docs_middleware),
             render_plugins=docs_pages,
         ),
     )

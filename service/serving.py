@@ -12,15 +12,24 @@ close what is left and wait for the requests in flight.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import signal
 import socket
+import ssl
 import time
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
+from service.connections import BoundedConfig, ConnectionLimits
 from service.ops.requests import SHUTTING_DOWN
+from service.settings import Settings, SettingsError
+
+logger = logging.getLogger("uvicorn.error")
 
 LISTENERS_CLOSED_SECONDS = 0.25
 """How long after it stops listening a worker waits before it closes connections."""
@@ -89,3 +98,194 @@ def run(config: uvicorn.Config) -> None:
     server.run()
     if not server.started:
         raise SystemExit(3)  # uvicorn's STARTUP_FAILURE
+
+
+RESERVED_FILES = 64
+"""File descriptors a worker keeps for all but its connections' steady state: its listening
+socket, logs, the SQLite files, Redis, the metrics' files, and the connections answered 503 past
+the cap while they linger (``LINGERING_PAST_THE_CAP``); the PostgreSQL pool is counted apart."""
+HSTS = "max-age=31536000"
+"""``Strict-Transport-Security`` of every answer over TLS: browsers keep to HTTPS for a year."""
+
+
+def server_config(
+    settings: Settings, *, host: str, port: int, workers: int, timeout_graceful_shutdown: int
+) -> uvicorn.Config:
+    """The server for ``settings`` on ``host:port``: TLS if configured, connections bounded.
+
+    Raises :class:`SettingsError` when the service must not start so: open writes on an address
+    other than loopback, or TLS files that do not load. Raises this process's open-file limit.
+    """
+    refuse_open_writes(settings, host)
+    tls = tls_options(settings)
+    config = BoundedConfig(
+        "service.app:app",
+        limits=ConnectionLimits(),
+        host=host,
+        port=port,
+        workers=workers,
+        server_header=False,
+        access_log=False,
+        proxy_headers=False,
+        # Longer than the idle timeout of common load balancers (60 s), so that the balancer,
+        # not the server, closes idle connections and never reuses one the server just closed.
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+        **tls,
+    )
+    # After uvicorn's configuration, which sets up the logging these lines go to.
+    open_files = raise_open_file_limit()
+    config.limits = ConnectionLimits(
+        head_timeout=settings.request_head_timeout,
+        body_timeout=settings.request_body_timeout,
+        max_head_size=settings.max_header_size,
+        max_connections=connection_cap(settings, open_files),
+        access_log=settings.access_log,
+    )
+    logger.info(
+        "Each worker keeps at most %d connections open (open files: %s)",
+        config.limits.max_connections,
+        "no limit known" if open_files is None else open_files,
+    )
+    if settings.allow_anonymous_writes and not settings.api_keys and not is_loopback(host):
+        logger.warning("Serving writes to anyone on %s: ALLOW_ANONYMOUS_WRITES is true", host)
+    return config
+
+
+def refuse_open_writes(settings: Settings, host: str) -> None:
+    """Raise :class:`SettingsError` for writes open to anyone on a non-loopback ``host``.
+
+    As Redis's protected mode does: listening on every interface without a password is the
+    common accident, and the default of ``just serve-prod`` and of containers.
+    """
+    if settings.api_keys or settings.allow_anonymous_writes or is_loopback(host):
+        return
+    raise SettingsError(
+        f"API_KEY: refusing to serve on {host}, which is not a loopback address, with no API "
+        "key: anyone who reaches it could create, change and delete heroes. Set API_KEY (writes "
+        "then need Authorization: Bearer <key>), or ALLOW_ANONYMOUS_WRITES=true to serve open "
+        "writes on purpose."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(address).split("%")[0]).is_loopback for address in addresses
+    )
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise this process's soft limit of open files to its hard limit; the soft limit then.
+
+    As nginx's ``worker_rlimit_nofile`` and Go's runtime do: the soft limit many systems give a
+    service (1024) is far below what the kernel lets it have. The workers inherit it. None where
+    the system has no such limit (Windows).
+    """
+    try:
+        import resource  # noqa: PLC0415 (Unix only)
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # macOS: a hard limit above what it allows
+            logger.warning("Open files: the soft limit stays at %d: %s", soft, exc)
+        else:
+            logger.info("Open files: the soft limit is raised from %d to %d", soft, hard)
+    raised = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if raised == resource.RLIM_INFINITY else raised
+
+
+def connection_cap(settings: Settings, open_files: int | None) -> int:
+    """Most connections a worker keeps open: ``WORKER_CONNECTIONS``, within the open files.
+
+    Below the open-file limit by a reserve, so that accepting a connection never fails for want
+    of a file descriptor (which refuses every client, health checks too): the cap answers 503.
+    """
+    if open_files is None:
+        return settings.worker_connections or 10_000
+    room = open_files - RESERVED_FILES - settings.db_pool_size - settings.db_max_overflow
+    if room < 1:
+        raise SettingsError(
+            f"the open-file limit ({open_files}) leaves no room for connections: raise it "
+            f"(ulimit -n) above {open_files - room + 1}"
+        )
+    if settings.worker_connections > room:
+        logger.warning(
+            "WORKER_CONNECTIONS=%d is more than the open-file limit leaves room for: %d",
+            settings.worker_connections,
+            room,
+        )
+    return min(settings.worker_connections or room, room)
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """The TLS options of uvicorn for ``TLS_CERT_FILE`` and ``TLS_KEY_FILE``, checked; {} for none.
+
+    Raises :class:`SettingsError` naming the variable whose file is missing or unreadable, or
+    when the certificate and key do not load together.
+    """
+    cert, key, password = settings.tls_cert_file, settings.tls_key_file, settings.tls_key_password
+    if not (cert or key):
+        return {}
+    if not cert:
+        raise SettingsError("TLS_CERT_FILE: needed with TLS_KEY_FILE, the certificate to serve")
+    contents = b""
+    for variable, path in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)):
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as file:
+                contents = file.read()
+        except OSError as exc:
+            raise SettingsError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    try:
+        tls_context(cert, key, password)
+    except ssl.SSLError as exc:
+        if b"ENCRYPTED" in contents:  # the key's PEM header says so
+            said = "is not its password" if password else "is needed"
+            raise SettingsError(
+                f"TLS_KEY_PASSWORD: the key is encrypted, and TLS_KEY_PASSWORD {said}"
+            ) from None
+        variables = "TLS_CERT_FILE, TLS_KEY_FILE" if key else "TLS_CERT_FILE"
+        raise SettingsError(
+            f"{variables}: the certificate and its key do not load: {exc}"
+        ) from None
+    return {
+        "ssl_certfile": cert,
+        "ssl_keyfile": key or None,
+        "ssl_keyfile_password": password or None,
+        "ssl_context_factory": uvicorn_tls_context,
+        "headers": [("Strict-Transport-Security", HSTS)],
+    }
+
+
+def tls_context(cert: str, key: str = "", password: str = "") -> ssl.SSLContext:
+    """A server context for the certificate and key: TLS 1.2 or later, HTTP/1.1.
+
+    The key's password comes from ``password`` only: OpenSSL never asks for one on a terminal.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key or None, password=lambda: password)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def uvicorn_tls_context(
+    config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]
+) -> ssl.SSLContext:
+    """The ``ssl_context_factory`` of uvicorn: :func:`tls_context` for the configured files."""
+    return tls_context(
+        str(config.ssl_certfile), str(config.ssl_keyfile or ""), config.ssl_keyfile_password or ""
+    )

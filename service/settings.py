@@ -11,7 +11,7 @@ import msgspec
 from dotenv import dotenv_values
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-SECRET_FIELDS = frozenset({"api_key"})
+SECRET_FIELDS = frozenset({"api_key", "tls_key_password"})
 """Settings whose values are never shown."""
 REDACTED = "**redacted**"
 
@@ -56,8 +56,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Comma-separated keys; if set, POST, PATCH and DELETE need ``Authorization: Bearer <key>``
     with any one of them (several let a new key roll out before the old one goes); reads stay open.
     Never shown: ``repr(settings)`` redacts it."""
+    allow_anonymous_writes: bool = False
+    """Serve writes without ``API_KEY`` on an address other than loopback, on purpose.
+
+    Without it, ``python -m service`` refuses to start on such an address with no key."""
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Requests a client (by IP) may make per minute, health checks aside; 0 turns the limit off."""
+    docs_bytes_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 16 * 1024 * 1024
+    """Bytes of docs pages, document and assets a client (by IP) may be sent per minute, counted
+    apart from ``RATE_LIMIT_PER_MINUTE``; past them, 429. 0 turns the budget off."""
     redis_url: str = ""
     """``redis://host:6379/0``: the rate limit is counted there, shared by every worker and host.
 
@@ -70,10 +77,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     Empty: none, the client is the peer of the connection; ``*``: every peer.
     """
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    """The header the trusted proxies append their peer to: ``x-forwarded-for`` or RFC 7239's
+    ``forwarded``. Only that one is read: a client could forge the other, which the proxy passes
+    on untouched."""
     allowed_hosts: str = "*"
     """Comma-separated host names to answer (``*.example.com`` works); other hosts get 400."""
     cors_allow_origins: str = ""
     """Comma-separated origins browsers may call the API from (``*`` for any); empty: no CORS."""
+    request_head_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Seconds a connection has to send a whole request head (from its first byte, on a kept-alive
+    connection); then 408 and the connection is closed."""
+    request_body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Seconds a request body has to arrive after its head, plus one per 500 bytes received;
+    then 408 and the connection is closed."""
+    max_header_size: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024
+    """Largest request head (request line and header fields) in bytes; larger gets 431."""
+    worker_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Most connections a worker keeps open; 0: as many as its open-file limit leaves room for."""
+    tls_cert_file: str = ""
+    """PEM certificate (with its chain) to serve HTTPS with; empty: plain HTTP."""
+    tls_key_file: str = ""
+    """PEM private key of ``TLS_CERT_FILE``; empty when the certificate file holds it."""
+    tls_key_password: str = ""
+    """Password of an encrypted ``TLS_KEY_FILE``. Never shown."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Level of the service's logs."""
     access_log: bool = True

@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,16 +44,33 @@ class Server:
     """``python -m service`` running in a subprocess on a free local port."""
 
     def __init__(
-        self, database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+        self,
+        database_url: str,
+        *,
+        workers: int = 1,
+        log: Path | None = None,
+        open_files: tuple[int, int] | None = None,
+        args: tuple[str, ...] = (),
+        **env: str,
     ) -> None:
-        """Start the server; with ``log``, its stderr (access log included) goes to that file."""
+        """Start the server; with ``log``, its stderr (access log included) goes to that file.
+
+        ``open_files``: the soft and hard limits of open files it starts with (``ulimit -n``);
+        ``args``: more command-line arguments (``--host``...).
+        """
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if env.get("TLS_CERT_FILE") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.workers = workers
         # Read to know when every worker has started, so never a pipe that could fill up.
         self.own_log = log is None
         self.log = log or Path(tempfile.mkstemp(prefix="hero-server-", suffix=".log")[1])
-        command = [sys.executable, "-m", "service", "--port", str(self.port)]
+        command = [sys.executable, "-m", "service", "--port", str(self.port), *args]
+
+        def limit_open_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
         with self.log.open("ab") as stderr:
             self.process = subprocess.Popen(
                 [*command, "--workers", str(workers)],
@@ -59,6 +78,7 @@ class Server:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
+                preexec_fn=limit_open_files if open_files else None,  # noqa: PLW1509
             )
         self.wait_until_ready()
 
@@ -89,7 +109,8 @@ class Server:
                 if (
                     self.log.read_text(errors="replace").count("Application startup complete")
                     >= started
-                    and httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
+                    and httpx.get(f"{self.url}/health/ready", timeout=1, verify=False).status_code
+                    == 200
                 ):
                     return
             except httpx.TransportError:
@@ -119,10 +140,16 @@ class Server:
 
 @contextmanager
 def running_server(
-    database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+    database_url: str,
+    *,
+    workers: int = 1,
+    log: Path | None = None,
+    open_files: tuple[int, int] | None = None,
+    args: tuple[str, ...] = (),
+    **env: str,
 ) -> Iterator[Server]:
     """A server for the duration of the ``with`` block."""
-    server = Server(database_url, workers=workers, log=log, **env)
+    server = Server(database_url, workers=workers, log=log, open_files=open_files, args=args, **env)
     try:
         yield server
     finally:
@@ -223,6 +250,107 @@ async def run_load(base_url: str, *, clients: int, seconds: float) -> LoadReport
     async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as http:
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(_client(http, report, deadline, seed) for seed in range(clients)))
+    return report
+
+
+@dataclass
+class SlowClientsReport:
+    """What slow clients and a health check beside them saw."""
+
+    opened: int = 0
+    """Slow connections the server accepted (others were refused or reset at once)."""
+    not_opened: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
+    """How the server ended each slow connection: the status it answered, or "closed"."""
+    still_open: int = 0
+    """Slow connections the server had not closed when the run ended."""
+    closed_after: list[float] = field(default_factory=list)
+    """Seconds from each slow connection's opening to its closing by the server."""
+    health: list[tuple[str, float]] = field(default_factory=list)
+    """Each health check: its status (or the error), and how long it took, in seconds."""
+
+    def summary(self) -> str:
+        """One line for humans."""
+        latencies = sorted(seconds for _, seconds in self.health)
+        statuses: dict[str, int] = {}
+        for status, _ in self.health:
+            statuses[status] = statuses.get(status, 0) + 1
+        closed = sorted(self.closed_after)
+        return (
+            f"slow connections: opened={self.opened} not_opened={self.not_opened} "
+            f"ended_by_server={dict(sorted(self.answers.items()))} still_open={self.still_open} "
+            f"closed_after_s=[{closed[0] if closed else 0:.1f}..{closed[-1] if closed else 0:.1f}] "
+            f"health: {dict(sorted(statuses.items()))} "
+            f"max_s={latencies[-1] if latencies else 0:.3f}"
+        )
+
+
+async def _slow_client(
+    port: int, report: SlowClientsReport, deadline: float, line_every: float
+) -> None:
+    """A client that sends a request head one header line at a time and never finishes it."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /heroes HTTP/1.1\r\nHost: heroes.example\r\n")
+        await writer.drain()
+    except OSError:
+        report.not_opened += 1
+        return
+    opened = time.monotonic()
+    report.opened += 1
+    received = b""
+    try:
+        while time.monotonic() < deadline:
+            try:
+                data = await asyncio.wait_for(reader.read(4096), timeout=line_every)
+            except TimeoutError:
+                writer.write(b"X-Slow: 1\r\n")
+                continue
+            if data:
+                received += data
+                continue
+            status = received.split(b" ", 2)[1].decode() if received else "closed"
+            report.answers[status] = report.answers.get(status, 0) + 1
+            report.closed_after.append(time.monotonic() - opened)
+            return
+        report.still_open += 1
+    except OSError:
+        report.answers["reset"] = report.answers.get("reset", 0) + 1
+        report.closed_after.append(time.monotonic() - opened)
+    finally:
+        writer.close()
+
+
+def _health_checks(url: str, report: SlowClientsReport, until: float, every: float) -> None:
+    """``GET /health/live`` on a new connection every ``every`` seconds; each waits 1 s at most.
+
+    Run in a thread of its own, so that its timings are not the slow clients' event loop's.
+    """
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            status = str(httpx.get(f"{url}/health/live", timeout=1.0).status_code)
+        except httpx.HTTPError as exc:
+            status = type(exc).__name__
+        report.health.append((status, time.monotonic() - started))
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+
+async def run_slow_clients(
+    url: str, *, connections: int, seconds: float, line_every: float = 1.0
+) -> SlowClientsReport:
+    """Open ``connections`` slow clients at once, and check health beside them for ``seconds``."""
+    report = SlowClientsReport()
+    port = int(url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + seconds
+    checks = threading.Thread(target=_health_checks, args=(url, report, deadline, 0.25))
+    checks.start()
+    try:
+        await asyncio.gather(
+            *(_slow_client(port, report, deadline, line_every) for _ in range(connections))
+        )
+    finally:
+        checks.join()
     return report
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from service.database.tables import AGE_MAX, NAME_MAX_LENGTH
+from service.http.decoding import MAX_NESTING
 from tests.helpers import Client, assert_error, create, new_hero
 
 LONG = "x" * (NAME_MAX_LENGTH + 1)
@@ -41,6 +42,18 @@ BAD_BODIES = [
     pytest.param(b'"Deadpond"', None, id="string"),
     pytest.param(b"null", None, id="null"),
     pytest.param(b'{"name": "Deadpond", "age": 1} trailing', None, id="trailing-garbage"),
+    pytest.param(b"[" * 1000 + b"]" * 1000, None, id="arrays-nested-1000-deep"),
+    pytest.param(b"{" + b'"a":{' * 1000 + b"}" * 1001, None, id="objects-nested-1000-deep"),
+    pytest.param(
+        b'{"name": "a", "secret_name": "s", "more": ' + b"[" * 990 + b"]" * 990 + b"}",
+        None,
+        id="unknown-field-nested-990-deep",
+    ),
+    pytest.param(
+        b'{"name": "a", "secret_name": "s", "more": ' + b"[" * 32 + b"]" * 32 + b"}",
+        None,
+        id="unknown-field-nested-33-deep",
+    ),
 ]
 
 
@@ -71,6 +84,15 @@ def test_create_with_malformed_body_is_400(client: Client, body: bytes, key: Non
 
     assert_error(response, 400, key)
     assert_no_heroes_stored(client)
+
+
+def test_body_nested_as_deep_as_allowed_is_accepted(client: Client) -> None:
+    nested = "[" * (MAX_NESTING - 1) + "]" * (MAX_NESTING - 1)
+    body = json.dumps(new_hero())[:-1] + f', "more": {nested}}}'
+
+    response = client.post("/heroes", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 201, response.text
 
 
 def test_create_with_body_over_the_limit_is_413(client: Client) -> None:

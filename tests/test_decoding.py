@@ -15,10 +15,12 @@ from litestar.types import BeforeRequestHookHandler
 from service.app import create_app
 from service.heroes.schemas import HeroCreate
 from service.http.decoding import (
+    MAX_NESTING,
     InvalidBody,
     decode_strictly,
     duplicate_key,
     is_json_media_type,
+    nested_too_deep,
     non_canonical_integer,
     scalar_query_names,
 )
@@ -144,6 +146,29 @@ def test_decode_strictly_refuses_naming_the_field(body: bytes, key: str | None) 
 
     assert refused.value.key == key
     assert refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "too_deep"),
+    [
+        (b"[" * MAX_NESTING + b"]" * MAX_NESTING, False),
+        (b"[" * (MAX_NESTING + 1) + b"]" * (MAX_NESTING + 1), True),
+        (b'{"a": "' + b"[" * 100 + b'"}', False),
+        (b'{"a": "\\"' + b"{" * 100 + b'"}', False),
+        (b'{"a": "\\\\", "b": ' + b"[" * 40 + b"]" * 40 + b"}", True),
+        (b"[" * 10 + b"]" * 10 + b"," + b"[" * 30 + b"]" * 30, False),
+    ],
+    ids=[
+        "at-the-limit",
+        "one-past",
+        "in-a-string",
+        "after-an-escaped-quote",
+        "after-a-backslash",
+        "siblings",
+    ],
+)
+def test_nested_too_deep(body: bytes, too_deep: bool) -> None:
+    assert nested_too_deep(body) is too_deep
 
 
 def test_decode_strictly_reads_a_whole_number_with_a_fraction_as_an_int() -> None:

@@ -5,9 +5,11 @@ tests/test_docs_browser.py shows them working in a real browser; these say why t
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Iterator
 
+import brotli
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -15,6 +17,7 @@ from litestar.testing import TestClient
 from service.app import create_app
 from service.http.docs import VENDOR, VERSIONS, directory_name
 from service.settings import Settings
+from tests.helpers import assert_error
 
 PAGES = ["/schema", "/schema/swagger", "/schema/redoc", "/schema/scalar"]
 ASSET = re.compile(r'<(?:script|link)\b[^>]*?\b(?:src|href)="([^"]+)"')
@@ -23,7 +26,11 @@ YEAR = "max-age=31536000, public, immutable"
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient[Litestar]]:
-    app = create_app(Settings(database_url="sqlite:///:memory:", access_log=False))
+    # These tests fetch the docs more than one client may per minute: the budget has its own.
+    settings = Settings(
+        database_url="sqlite:///:memory:", access_log=False, docs_bytes_per_minute=0
+    )
+    app = create_app(settings)
     with TestClient(app) as client:
         yield client
 
@@ -147,3 +154,102 @@ def test_each_pinned_version_is_vendored_with_its_licence() -> None:
     assert folders == {directory_name(package, version) for package, version in VERSIONS.items()}
     for folder in folders:
         assert (VENDOR / folder / "LICENSE").is_file(), folder
+
+
+BUNDLE = "/schema/vendor/" + directory_name("swagger-ui-dist", VERSIONS["swagger-ui-dist"])
+SCRIPT = f"{BUNDLE}/swagger-ui-bundle.js"
+
+
+def test_each_vendored_script_and_stylesheet_is_stored_compressed_as_itself() -> None:
+    for path in VENDOR.rglob("*"):
+        if path.suffix not in (".js", ".css"):
+            continue
+        original = path.read_bytes()
+        assert brotli.decompress(path.with_name(path.name + ".br").read_bytes()) == original
+        assert gzip.decompress(path.with_name(path.name + ".gz").read_bytes()) == original
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "encoding"),
+    [
+        ("gzip, deflate, br", "br"),
+        ("gzip", "gzip"),
+        ("br;q=0, gzip;q=0.5", "gzip"),
+        ("gzip;q=0.2, br;q=0.9", "br"),
+        ("*", "br"),
+        ("*;q=0, gzip", "gzip"),
+        ("identity", None),
+        ("", None),
+        ("br;q=nonsense, gzip", "gzip"),
+        (",,;;", None),
+    ],
+)
+def test_vendored_files_are_sent_compressed_as_the_client_accepts(
+    client: TestClient[Litestar], accept_encoding: str, encoding: str | None
+) -> None:
+    response = client.get(SCRIPT, headers={"Accept-Encoding": accept_encoding})
+
+    assert response.status_code == 200
+    assert response.headers.get("content-encoding") == encoding
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.content == (VENDOR / SCRIPT.removeprefix("/schema/vendor/")).read_bytes()
+
+
+def test_the_three_pages_cost_a_fifth_of_their_bytes_compressed(
+    client: TestClient[Litestar],
+) -> None:
+    urls = {url for page in PAGES for url in assets(client.get(page).text)}
+    vendored = [url for url in urls if url.startswith("/schema/vendor/")]
+    sizes = {
+        coding: sum(
+            int(client.get(url, headers={"Accept-Encoding": coding}).headers["content-length"])
+            for url in vendored
+        )
+        for coding in ("identity", "gzip", "br")
+    }
+
+    assert sizes["br"] < sizes["gzip"] < sizes["identity"] / 3
+    print(sizes)
+
+
+@pytest.mark.parametrize(
+    "path", ["/schema/vendor/nothing.js", "/schema/vendor/../pages/docs.css", f"{SCRIPT}.br"]
+)
+def test_only_vendored_files_are_served_from_vendor(
+    client: TestClient[Litestar], path: str
+) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_docs_answers_are_counted_in_bytes_per_client_apart_from_the_api() -> None:
+    settings = Settings(
+        database_url="sqlite:///:memory:",
+        docs_bytes_per_minute=3_000_000,
+        rate_limit_per_minute=1000,
+        forwarded_allow_ips="*",
+    )
+    identity = {"Accept-Encoding": "identity"}
+    with TestClient(create_app(settings)) as client:
+        first = client.get(SCRIPT, headers={**identity, "X-Forwarded-For": "203.0.113.1"})
+        second = client.get(SCRIPT, headers={**identity, "X-Forwarded-For": "203.0.113.1"})
+        compressed = client.get(SCRIPT, headers={"X-Forwarded-For": "203.0.113.2"})
+        api = client.get("/heroes", headers={"X-Forwarded-For": "203.0.113.1"})
+
+    assert first.status_code == 200  # 1.7 MB
+    assert_error(second, 429)  # 3.4 MB: past the budget
+    assert "retry-after" in second.headers
+    assert compressed.status_code == 200  # another client
+    assert api.status_code == 200
+    assert api.headers["ratelimit-remaining"] == "999"  # the docs counted apart
+
+
+def test_the_docs_budget_can_be_turned_off() -> None:
+    settings = Settings(database_url="sqlite:///:memory:", docs_bytes_per_minute=0)
+    with TestClient(create_app(settings)) as client:
+        statuses = {
+            client.get(SCRIPT, headers={"Accept-Encoding": "identity"}).status_code
+            for _ in range(12)
+        }
+
+    assert statuses == {200}

@@ -1,9 +1,10 @@
 """The package's layers: each module imports only from its own layer or those below it.
 
-From the top: the command line, then the server (and the document's writer), then the app,
-then the resources and what operators see (side by side, neither importing the other), then the
-HTTP edge, the database, and the settings at the ground. No two modules import each other,
-directly or round a loop. Every import counts, those under ``TYPE_CHECKING`` or in functions too.
+From the top: the command line, then the server (and the document's writer), then the app (and
+beside it the connections the server keeps), then the resources and what operators see (side by
+side, neither importing the other), then the HTTP edge, the database, and the settings at the
+ground. No two modules import each other, directly or round a loop. Every import counts, those
+under ``TYPE_CHECKING`` or in functions too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ PACKAGE = Path(__file__).parents[1] / "service"
 LAYERS: list[list[str]] = [
     ["service.__main__"],
     ["service.serving", "service.openapi_document"],
-    ["service.app"],
+    ["service.app", "service.connections"],
     ["service.ops", "service.heroes"],
     ["service.http"],
     ["service.database"],

@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
+from service.http.limits import client_key
 from service.settings import Settings
 from tests.conftest import IN_CI
 from tests.helpers import assert_error
@@ -45,6 +46,48 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(tmp_path
         ]
 
     assert statuses == [200, 200, 429]
+
+
+def test_forwarded_addresses_with_a_port_count_as_the_address(tmp_path: object) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/h.db", rate_limit_per_minute=1, forwarded_allow_ips="*"
+    )
+    with TestClient[Litestar](create_app(settings)) as client:
+        statuses = [
+            client.get("/heroes", headers={"X-Forwarded-For": address}).status_code
+            for address in ["203.0.113.1:5555", "[2001:db8::1]:443", "203.0.113.1:6666"]
+        ]
+
+    assert statuses == [200, 200, 429]
+
+
+def test_ipv6_clients_are_counted_per_64(tmp_path: object) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/h.db", rate_limit_per_minute=1, forwarded_allow_ips="*"
+    )
+    with TestClient[Litestar](create_app(settings)) as client:
+        statuses = [
+            client.get("/heroes", headers={"X-Forwarded-For": address}).status_code
+            for address in ["2001:db8:0:1::1", "2001:db8:0:1:ffff::2", "2001:db8:0:2::1"]
+        ]
+
+    assert statuses == [200, 429, 200]
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::1", "::/64"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_client_key(address: str, key: str) -> None:
+    assert client_key(address) == key
 
 
 class RedisServer:

@@ -10,8 +10,8 @@ from service.http.proxies import TrustedProxies
 from service.settings import SettingsError
 
 
-def scope(peer: str, forwarded: str | None = None) -> Any:
-    headers = [] if forwarded is None else [(b"x-forwarded-for", forwarded.encode())]
+def scope(peer: str, forwarded: str | None = None, header: bytes = b"x-forwarded-for") -> Any:
+    headers = [] if forwarded is None else [(header, forwarded.encode())]
     return {"type": "http", "client": (peer, 4321), "headers": headers}
 
 
@@ -34,6 +34,19 @@ def scope(peer: str, forwarded: str | None = None) -> Any:
         ("127.0.0.1", "127.0.0.1", None, "127.0.0.1"),
         ("127.0.0.1", "127.0.0.1", "not-an-ip", "127.0.0.1"),
         ("127.0.0.1", "127.0.0.1", "2001:db8::1", "2001:db8::1"),
+        # Entries with a port, as some proxies append them: the address alone.
+        ("127.0.0.1", "127.0.0.1", "203.0.113.7:5555", "203.0.113.7"),
+        ("127.0.0.1", "127.0.0.1", "[2001:db8::1]:443", "2001:db8::1"),
+        ("127.0.0.1", "127.0.0.1", "[2001:db8::1]", "2001:db8::1"),
+        ("10.0.0.0/8", "10.0.0.1", "203.0.113.7:1, 10.1.2.3:8080", "203.0.113.7"),
+        ("127.0.0.1", "127.0.0.1", "203.0.113.7:", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1", "203.0.113.7:x", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1", "[2001:db8::1]x", "127.0.0.1"),
+        # Written one way: upper case, zeros, IPv4-mapped IPv6, a mapped peer.
+        ("127.0.0.1", "127.0.0.1", "2001:DB8:0:0::1", "2001:db8::1"),
+        ("127.0.0.1", "127.0.0.1", "::ffff:203.0.113.7", "203.0.113.7"),
+        ("127.0.0.1", "::ffff:127.0.0.1", "203.0.113.7", "203.0.113.7"),
+        ("127.0.0.1", "::ffff:127.0.0.1", None, "127.0.0.1"),
     ],
 )
 def test_client_is_the_rightmost_address_not_a_trusted_proxy(
@@ -45,3 +58,36 @@ def test_client_is_the_rightmost_address_not_a_trusted_proxy(
 def test_invalid_forwarded_allow_ips_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="FORWARDED_ALLOW_IPS"):
         TrustedProxies("127.0.0.1, localhost")
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "client"),
+    [
+        ("for=203.0.113.7", "203.0.113.7"),
+        ('for="203.0.113.7:5555"', "203.0.113.7"),
+        ('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17"),
+        ("For=203.0.113.7;proto=https;by=127.0.0.1", "203.0.113.7"),
+        ("proto=https;for=203.0.113.7", "203.0.113.7"),
+        ("for=6.6.6.6, for=203.0.113.7", "203.0.113.7"),
+        ("for=203.0.113.7, for=127.0.0.1", "203.0.113.7"),
+        ('for=203.0.113.7;x="a, for=6.6.6.6"', "203.0.113.7"),
+        ("for=unknown", "127.0.0.1"),
+        ("for=_hidden, for=203.0.113.7", "203.0.113.7"),
+        ("proto=https", "127.0.0.1"),
+        ("for=", "127.0.0.1"),
+        ("garbage", "127.0.0.1"),
+    ],
+)
+def test_forwarded_header_is_read_when_chosen(forwarded: str, client: str) -> None:
+    proxies = TrustedProxies("127.0.0.1", "forwarded")
+
+    assert proxies.client(scope("127.0.0.1", forwarded, b"forwarded")) == client
+
+
+def test_only_the_chosen_header_is_read() -> None:
+    forged = scope("127.0.0.1", "for=6.6.6.6", b"forwarded")
+
+    assert TrustedProxies("127.0.0.1").client(forged) == "127.0.0.1"
+    assert TrustedProxies("127.0.0.1", "forwarded").client(scope("127.0.0.1", "6.6.6.6")) == (
+        "127.0.0.1"
+    )

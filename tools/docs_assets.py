@@ -1,15 +1,19 @@
 """Replace the docs pages' vendored assets with the given npm package versions.
 
     python tools/docs_assets.py swagger-ui-dist@5.35.0 redoc@3.0.1 @scalar/api-reference@1.76.0
+    python tools/docs_assets.py --compress
 
 Each package is fetched from the npm registry with ``npm pack``; the files the pages load and
 the package's licence files are copied into ``service/http/static/docs/vendor/<name>-<version>/``,
-the directory of the previous version is removed, and ``vendor/versions.json`` (the one place
-the pinned versions live) is rewritten. Name only the packages to change.
+each script and stylesheet with its Brotli (``.br``) and gzip (``.gz``) copies, which the service
+sends to clients that accept them; the directory of the previous version is removed, and
+``vendor/versions.json`` (the one place the pinned versions live) is rewritten. Name only the
+packages to change. ``--compress`` makes the compressed copies again for the vendored files.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -18,7 +22,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from service.http.docs import VENDOR, directory_name
+import brotli
+
+from service.http.docs import COMPRESSED, VENDOR, directory_name
 
 FILES = {
     "swagger-ui-dist": [
@@ -82,6 +88,7 @@ def vendor(package: str, version: str, work: Path) -> None:
         if previous is None or not (previous / "LICENSE").exists():
             sys.exit(f"{package}: the package has no licence file and there is none to carry over")
         shutil.copyfile(previous / "LICENSE", staging / "LICENSE")
+    compress(staging)
     if previous is not None and previous.exists():
         shutil.rmtree(previous)
     if target.exists():
@@ -106,8 +113,33 @@ def patch(path: Path) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+COMPRESSIBLE = (".js", ".css")
+
+
+def compress(directory: Path) -> None:
+    """Write the ``.br`` and ``.gz`` copies of each script and stylesheet under ``directory``.
+
+    At the highest levels: they are made once here, not per request (Brotli's level 11 takes
+    seconds on the largest bundle). The gzip copy carries no timestamp, so it is reproducible.
+    """
+    for path in sorted(directory.rglob("*")):
+        if path.suffix not in COMPRESSIBLE or not path.is_file():
+            continue
+        data = path.read_bytes()
+        copies = {
+            "br": brotli.compress(data, quality=11),
+            "gzip": gzip.compress(data, compresslevel=9, mtime=0),
+        }
+        for coding, suffix in COMPRESSED.items():
+            path.with_name(path.name + suffix).write_bytes(copies[coding])
+        print(f"{path.name}: {len(data)} bytes, br {len(copies['br'])}, gzip {len(copies['gzip'])}")
+
+
 def main() -> None:
-    """Vendor every package version named on the command line."""
+    """Vendor every package version named on the command line (or ``--compress`` again)."""
+    if sys.argv[1:] == ["--compress"]:
+        compress(VENDOR)
+        return
     specs = [split_spec(spec) for spec in sys.argv[1:]]
     if not specs:
         sys.exit(__doc__)

@@ -230,7 +230,8 @@ class HeroController(Controller):
             last = heroes[-1]
             query = {**filters._asdict(), "order_by": order_by, "limit": limit, "count": count}
             cursor_next = encode_cursor(sort, position_of(sort, last.id, last.name, last.age))
-            headers["Link"] = next_link(request.url.path, query, cursor_next)
+            path = request.scope.get("root_path", "") + request.scope["path"]
+            headers["Link"] = next_link(path, query, cursor_next)
         if count:
             headers["X-Total-Count"] = str(await count_heroes(db, filters))
         return Response(heroes, headers=headers)

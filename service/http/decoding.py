@@ -43,6 +43,16 @@ EMPTY_BODY = "The request body is empty; expected a JSON object."
 NO_NUL = r"^[^\x00]*$"
 """What strings a resource stores may hold: any character but NUL, which PostgreSQL refuses."""
 _PATH_PARAMETER = re.compile(r"\{(?P<name>\w+)(?::[^}]*)?\}")
+MAX_NESTING = 32
+"""Deepest nesting of arrays and objects a body may have; a resource's bodies have one level.
+
+msgspec and the json module recurse into nested values, and a few kilobytes of ``[[[...]]]``
+reach Python's recursion limit; the limit is checked before either runs, the same at any depth
+of the call stack."""
+TOO_DEEP = f"The request body nests arrays or objects more than {MAX_NESTING} levels deep."
+_JSON_TOKEN = re.compile(rb'\\.|["\[\]{}]', re.S)
+"""What the nesting check reads: an escape (so that ``\\"`` ends no string), quotes, brackets."""
+_BACKSLASH = ord("\\")
 
 
 class InvalidBody(ValueError):
@@ -89,7 +99,7 @@ class StrictRequest(Request[Any, Any, Any]):
 
     def _invalid(self, exc: InvalidBody) -> ValidationException:
         return ValidationException(
-            detail=f"Validation failed for {self.method} {self.url.path}",
+            detail=f"Validation failed for {self.method} {self.scope['path']}",
             extra=[{"message": exc.message, "key": exc.key, "source": "body"}],
         )
 
@@ -115,11 +125,15 @@ def decode_strictly(body: bytes, body_type: Any) -> Any:
     """
     if not body.strip():
         raise InvalidBody(EMPTY_BODY)
+    if nested_too_deep(body):
+        raise InvalidBody(TOO_DEEP)
     try:
         try:
             data = _decoder(body_type).decode(body)
         except msgspec.ValidationError:
             data = _with_whole_numbers_as_ints(body, body_type)
+    except RecursionError:
+        raise InvalidBody(TOO_DEEP) from None
     except msgspec.ValidationError as exc:
         match = _MSGSPEC_PATH.match(str(exc))
         message, key = (match["message"], match["key"]) if match else (str(exc), None)
@@ -133,6 +147,31 @@ def decode_strictly(body: bytes, body_type: Any) -> Any:
     if (key := duplicate_key(body)) is not None:
         raise InvalidBody("This key appears more than once in an object; send it once.", key)
     return data
+
+
+def nested_too_deep(body: bytes) -> bool:
+    """Whether arrays and objects nest more than ``MAX_NESTING`` deep in ``body``.
+
+    Brackets inside strings do not count. Cheap for the bodies a resource takes: the bytes are
+    only scanned when they hold more opening brackets than ``MAX_NESTING`` in all.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_NESTING:
+        return False
+    depth = 0
+    in_string = False
+    for token in _JSON_TOKEN.finditer(body):
+        text = token[0]
+        if text == b'"':
+            in_string = not in_string
+        elif in_string or text[0] == _BACKSLASH:
+            continue
+        elif text in b"[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _with_whole_numbers_as_ints(body: bytes, body_type: Any) -> Any:
@@ -251,8 +290,9 @@ def single_query_values(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     names = scalar_query_names(connection.route_handler) - connection.path_params.keys()
     repeated = [name for name in sorted(names) if len(query.getall(name, [])) > 1]
     if repeated:
+        scope = connection.scope
         raise ValidationException(
-            detail=f"Validation failed for {connection.scope.get('method')} {connection.url.path}",
+            detail=f"Validation failed for {scope.get('method')} {scope['path']}",
             extra=[
                 {"message": "Given more than once; send it once.", "key": name, "source": "query"}
                 for name in repeated

@@ -4,26 +4,33 @@ Nothing is fetched from elsewhere: the viewers' bundles are vendored from their 
 the versions in ``static/docs/vendor/versions.json`` (``just docs-assets`` replaces them), and
 each page's start script is a file of ours, so the pages' Content-Security-Policy allows scripts
 from the service's own origin only, with no inline script at all.
+
+The bundles are stored compressed beside themselves (``.br``, ``.gz``, made by ``just
+docs-assets``) and sent so to clients that accept it: 1.7 MB for the three pages instead of 7.9.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import mimetypes
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Controller, Router, get
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import OpenAPIRenderPlugin
-from litestar.response import Redirect
+from litestar.params import HeaderParameter, PathParameter
+from litestar.response import File, Redirect
 from litestar.static_files import create_static_files_router
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from litestar.connection import Request
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, Message, Middleware, Receive, Scope, Send
 
 STATIC = Path(__file__).parent / "static" / "docs"
 VENDOR = STATIC / "vendor"
@@ -160,10 +167,11 @@ def render_plugins() -> list[OpenAPIRenderPlugin]:
     ]
 
 
-def router(pages: Sequence[OpenAPIRenderPlugin]) -> Router:
+def router(pages: Sequence[OpenAPIRenderPlugin], middleware: Sequence[Middleware] = ()) -> Router:
     """The ``/schema`` router: Litestar adds the pages and the document; this adds their assets.
 
-    Each page's answer carries its Content-Security-Policy.
+    Each page's answer carries its Content-Security-Policy; ``middleware`` runs for every route
+    of the router (the docs' byte budget).
     """
     policies = {
         f"{DOCS_PATH}{path}": page.policy for page in _docs_pages(pages) for path in page.paths
@@ -189,12 +197,7 @@ def router(pages: Sequence[OpenAPIRenderPlugin]) -> Router:
     return Router(
         DOCS_PATH,
         route_handlers=[
-            create_static_files_router(
-                "/vendor",
-                directories=[VENDOR],
-                name="docs-vendor",
-                cache_control=CacheControlHeader(public=True, max_age=31536000, immutable=True),
-            ),
+            vendored_file,
             create_static_files_router(
                 "/assets",
                 directories=[STATIC / "pages"],
@@ -202,9 +205,82 @@ def router(pages: Sequence[OpenAPIRenderPlugin]) -> Router:
                 cache_control=CacheControlHeader(no_cache=True),
             ),
         ],
-        middleware=[with_policy],
+        middleware=[with_policy, *middleware],
         include_in_schema=False,
     )
+
+
+COMPRESSED = {"br": ".br", "gzip": ".gz"}
+"""The encodings the vendored files are stored in beside themselves, the preferred first."""
+IMMUTABLE = CacheControlHeader(public=True, max_age=31536000, immutable=True).to_header()
+_CODING = re.compile(r"^\s*([A-Za-z0-9*!#$%&'+.^_`|~-]+)\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*$")
+
+
+def vendored_files() -> dict[str, Path]:
+    """Every vendored file, by its path under ``VENDOR`` (its compressed copies aside)."""
+    return {
+        path.relative_to(VENDOR).as_posix(): path
+        for path in VENDOR.rglob("*")
+        if path.is_file() and path.suffix not in COMPRESSED.values()
+    }
+
+
+VENDORED = vendored_files()
+
+
+def accepted_encoding(accept_encoding: str, stored: Sequence[str]) -> str | None:
+    """The preferred of the ``stored`` encodings that ``Accept-Encoding`` accepts, if any.
+
+    ``br`` before ``gzip`` at equal quality; ``q=0`` refuses an encoding; ``*`` stands for any not
+    named. Malformed items are skipped.
+    """
+    quality: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        match = _CODING.match(item)
+        if match is None:
+            continue
+        try:
+            quality[match[1].lower()] = float(match[2]) if match[2] is not None else 1.0
+        except ValueError:
+            continue
+    ranked = [
+        (quality.get(coding, quality.get("*", 0.0)), -order, coding)
+        for order, coding in enumerate(stored)
+    ]
+    best = max(ranked, default=(0.0, 0, ""))
+    return best[2] if best[0] > 0 else None
+
+
+@get("/vendor/{file_path:path}", name="docs-vendor", sync_to_thread=False)
+def vendored_file(
+    file_path: Annotated[str, PathParameter()],
+    accept_encoding: Annotated[str, HeaderParameter(name="accept-encoding")] = "",
+) -> File:
+    """A vendored file, compressed as the client accepts: cached for a year, never revalidated."""
+    original = VENDORED.get(file_path.lstrip("/"))
+    if original is None:
+        raise NotFoundException()
+    stored = [
+        coding for coding, suffix in COMPRESSED.items() if _sibling(original, suffix).is_file()
+    ]
+    coding = accepted_encoding(accept_encoding, stored)
+    headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+    path = original
+    if coding is not None:
+        path = _sibling(original, COMPRESSED[coding])
+        headers["Content-Encoding"] = coding
+    media_type = mimetypes.guess_type(original.name)[0] or "application/octet-stream"
+    return File(
+        path,
+        filename=original.name,
+        media_type=media_type,
+        headers=headers,
+        content_disposition_type="inline",
+    )
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
 def _docs_pages(pages: Sequence[OpenAPIRenderPlugin]) -> list[DocsPage]:

@@ -139,7 +139,7 @@ def _conflict(request: Request[Any, Any, Any], exc: Exception) -> Response[Error
     logger.warning(
         "%s %s: write refused by the database: %s [%s]",
         request.method,
-        request.url.path,
+        request.scope["path"],
         exc,
         request_ids(request.scope),
     )
@@ -150,7 +150,7 @@ def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Re
     logger.warning(
         "%s %s: database unavailable: %s [%s]",
         request.method,
-        request.url.path,
+        request.scope["path"],
         exc,
         request_ids(request.scope),
     )
@@ -175,7 +175,7 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     logger.error(
         "%s %s: unhandled error [%s]",
         request.method,
-        request.url.path,
+        request.scope["path"],
         request_ids(request.scope),
         exc_info=exc,
     )

@@ -7,6 +7,8 @@ each worker counts alone: the limit a client sees is the workers times ``RATE_LI
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import math
 import time
@@ -46,8 +48,8 @@ class Window(NamedTuple):
 class Counter(Protocol):
     """Where the hits are counted."""
 
-    async def hit(self, client: str) -> Window | None:
-        """Count one request of ``client``; None when the count is unavailable."""
+    async def hit(self, client: str, amount: int = 1) -> Window | None:
+        """Count ``amount`` (one request, or its bytes) for ``client``; None when unavailable."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -60,29 +62,30 @@ class WorkerCounter:
         self.seconds = seconds
         self.windows: dict[str, tuple[int, float]] = {}
 
-    async def hit(self, client: str) -> Window:
-        """Count one request of ``client`` in its current window."""
+    async def hit(self, client: str, amount: int = 1) -> Window:
+        """Count ``amount`` for ``client`` in its current window."""
         now = time.monotonic()
         count, ends = self.windows.get(client, (0, 0.0))
         if now >= ends:
             if len(self.windows) > MAX_CLIENTS_BEFORE_SWEEP:
                 self.windows = {k: w for k, w in self.windows.items() if w[1] > now}
             count, ends = 0, now + self.seconds
-        self.windows[client] = (count + 1, ends)
-        return Window(count + 1, max(1, math.ceil(ends - now)))
+        self.windows[client] = (count + amount, ends)
+        return Window(count + amount, max(1, math.ceil(ends - now)))
 
     async def close(self) -> None:
         """Nothing to release."""
 
 
 HIT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) or redis.call('PTTL', KEYS[1]) < 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return {count, redis.call('PTTL', KEYS[1])}
 """
-"""Count a hit and start the window on the first one, atomically: Redis runs a script alone.
+"""Count a hit (``ARGV[2]``: 1, or bytes) and start the window on the first, atomically: Redis
+runs a script alone.
 
 The window starts at the client's first request and lasts by Redis's clock, so hosts with
 skewed clocks still agree on it.
@@ -105,13 +108,13 @@ class RedisCounter:
         self.milliseconds = seconds * 1000
         self.warned_at = -math.inf
 
-    async def hit(self, client: str) -> Window | None:
-        """Count one request of ``client``; None, with a warning logged, if Redis fails."""
+    async def hit(self, client: str, amount: int = 1) -> Window | None:
+        """Count ``amount`` for ``client``; None, with a warning logged, if Redis fails."""
         from redis.exceptions import RedisError  # noqa: PLC0415
 
         try:
             count, ttl_ms = await self.script(
-                keys=[f"{self.prefix}:{client}"], args=[self.milliseconds]
+                keys=[f"{self.prefix}:{client}"], args=[self.milliseconds, amount]
             )
         except (RedisError, OSError) as exc:
             now = time.monotonic()
@@ -126,8 +129,11 @@ class RedisCounter:
         await self.redis.aclose()
 
 
-def counter(settings: Settings) -> Counter:
-    """The counter ``settings`` ask for: Redis when ``REDIS_URL`` is set, else this worker."""
+def counter(settings: Settings, kind: str = "") -> Counter:
+    """The counter ``settings`` ask for: Redis when ``REDIS_URL`` is set, else this worker.
+
+    ``kind`` names a count kept apart from the requests' (``docs-bytes``): its own Redis keys.
+    """
     if not settings.redis_url:
         return WorkerCounter()
     try:
@@ -136,7 +142,8 @@ def counter(settings: Settings) -> Counter:
         raise SettingsError(
             "REDIS_URL: needs the redis package: pip install 'hero-service[redis]'"
         ) from exc
-    return RedisCounter(settings.redis_url, settings.redis_key_prefix)
+    prefix = f"{settings.redis_key_prefix}:{kind}" if kind else settings.redis_key_prefix
+    return RedisCounter(settings.redis_url, prefix)
 
 
 class RateLimitMiddleware(ASGIMiddleware):
@@ -159,7 +166,7 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Count the request, then serve it or refuse it."""
-        client = (scope.get("client") or ("unknown", 0))[0]
+        client = client_key((scope.get("client") or ("unknown", 0))[0])
         window = await self.counter.hit(client)
         if window is None:
             await next_app(scope, receive, send)
@@ -182,9 +189,36 @@ class RateLimitMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send_with_headers)
 
 
-async def too_many_requests(window: Window, headers: list[tuple[bytes, bytes]], send: Send) -> None:
+IPV6_PREFIX = 64
+"""IPv6 clients are counted per /64: one subscriber, host or VM usually gets a whole /64 (RFC
+6177's advice to ISPs is a /56 or /48), so one client could otherwise change its address at will
+to escape the limit."""
+
+
+@functools.lru_cache(maxsize=4096)
+def client_key(address: str) -> str:
+    """The key a client address is counted under: the address, written one way, or its /64.
+
+    ``::ffff:203.0.113.7`` (an IPv4 client of a dual-stack socket) counts as ``203.0.113.7``;
+    ``2001:db8:1:2::7`` as ``2001:db8:1:2::/64``. What is not an address is kept as it is.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    prefix = int(ip) >> (128 - IPV6_PREFIX) << (128 - IPV6_PREFIX)
+    return str(ipaddress.IPv6Network((prefix, IPV6_PREFIX)))
+
+
+async def too_many_requests(
+    window: Window, headers: list[tuple[bytes, bytes]], send: Send, what: str = "Too many requests"
+) -> None:
     """Answer 429, saying when to come back."""
-    body = msgspec.json.encode(Error(429, f"Too many requests: retry in {window.reset} seconds."))
+    body = msgspec.json.encode(Error(429, f"{what}: retry in {window.reset} seconds."))
     await send(
         {
             "type": "http.response.start",
@@ -204,3 +238,57 @@ def rate_limit(settings: Settings, exclude: list[str]) -> tuple[RateLimitMiddlew
     """The rate limit middleware for ``settings``, and its counter (to close at shutdown)."""
     hits = counter(settings)
     return RateLimitMiddleware(hits, settings.rate_limit_per_minute, exclude), hits
+
+
+class ByteBudgetMiddleware(ASGIMiddleware):
+    """Answers 429 once a client's answers on these routes pass ``budget`` bytes in the window.
+
+    For the docs pages and their assets (a 4.9 MB script among them): each answer is counted by
+    its ``Content-Length`` before it is sent, and the one that would take the client past its
+    budget is replaced by a 429 in the ``Error`` shape, so however many requests a client makes,
+    the service sends it at most ``budget`` bytes of these per window.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, counter: Counter, budget: int) -> None:
+        """Allow ``budget`` bytes per client address and window, counted in ``counter``."""
+        self.counter = counter
+        self.budget = budget
+
+    def __deepcopy__(self, memo: dict[int, object]) -> ByteBudgetMiddleware:
+        """Itself: Litestar copies a router when it registers it, and the count is one."""
+        return self
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        """Serve the request; count its answer's bytes, and refuse it if over the budget."""
+        client = client_key((scope.get("client") or ("unknown", 0))[0])
+        refused = False
+
+        async def send_within_budget(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start":
+                length = next(
+                    (
+                        int(v)
+                        for k, v in message.get("headers", ())
+                        if k.lower() == b"content-length"
+                    ),
+                    0,
+                )
+                window = await self.counter.hit(client, length) if length else None
+                if window is not None and window.hits > self.budget:
+                    refused = True
+                    await too_many_requests(window, [], send, "Too much of the docs")
+                    return
+            elif refused:
+                return
+            await send(message)
+
+        await next_app(scope, receive, send_within_budget)
+
+
+def docs_budget(settings: Settings) -> tuple[ByteBudgetMiddleware, Counter]:
+    """The docs' byte budget for ``settings``, and its counter (to close at shutdown)."""
+    bytes_sent = counter(settings, "docs-bytes")
+    return ByteBudgetMiddleware(bytes_sent, settings.docs_bytes_per_minute), bytes_sent

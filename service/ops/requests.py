@@ -19,7 +19,7 @@ from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 
 from service.http.errors import REQUEST_ID_STATE, TRACE_ID_KEY
-from service.http.hosts import WRONG_HOST, host_allowed
+from service.http.hosts import host_refusal
 from service.http.proxies import TrustedProxies
 from service.settings import Settings
 
@@ -94,8 +94,9 @@ class ServiceApp(Litestar):
     """Litestar, plus what must run before routing, which no hook nor middleware does.
 
     Why, one line each:
-    - host check: 400 in the Error shape for any path; Litestar's ``allowed_hosts`` is a route
-      middleware (an unknown path on a wrong host would get 404) answering a body of its own;
+    - host check: 400 in the Error shape for any path, for a missing, repeated or malformed
+      ``Host`` (before anything builds a URL from it) or one not served; Litestar's
+      ``allowed_hosts`` is a route middleware (an unknown path on a wrong host would get 404);
     - access log: timed from the request's arrival, for every answer, 404, 405 and 413 too;
       middleware and ``after_request`` run for routed requests only;
     - request id: chosen before anything can answer, so the log line and the header agree;
@@ -162,10 +163,11 @@ class ServiceApp(Litestar):
             await send_noting_status(message)
 
         try:
-            if host_allowed(http_scope, self.served_hosts):
+            refusal = host_refusal(http_scope, self.served_hosts)
+            if refusal is None:
                 await super().__call__(http_scope, receive, send_noting_status)
             else:
-                await WRONG_HOST(http_scope, cast("Receive", receive), send_refusal)
+                await refusal(http_scope, cast("Receive", receive), send_refusal)
         finally:
             if self.access_log:
                 duration = time.perf_counter() - started
