@@ -191,6 +191,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # A head in progress, or bytes that began none (blank lines): the head's time runs.
             if was_in_head:
                 self.head_bytes += len(data)
+            elif not self.message_ended:
+                # The head began in this read, which ended no request before it: all of it is
+                # the head's (a head split over two reads is measured as a whole, never as two
+                # halves under the bound).
+                self.head_bytes = len(data)
             limit = self.limits.max_head_size
             if self.head_bytes > limit or (self.in_head and self.head_size() > limit):
                 self.answer(431, HEAD_TOO_LARGE)

@@ -141,6 +141,13 @@ def test_a_head_over_the_bound_is_431(server: Server) -> None:
     assert_error_answer(answer, 431)
 
 
+def test_a_head_over_the_bound_in_two_reads_each_under_it_is_431(server: Server) -> None:
+    head = b"GET /heroes HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 12000 + b"\r\n\r\n"
+    answer = exchange(server, head[:7000], head[7000:], pause=0.1)
+
+    assert_error_answer(answer, 431)
+
+
 def test_a_header_line_sent_without_end_is_431_once_over_the_bound(server: Server) -> None:
     line = b"GET /heroes HTTP/1.1\r\nHost: x\r\nX-Big: "
     answer = exchange(server, line, *[b"a" * 4096] * 3, pause=0.05)
