@@ -16,6 +16,8 @@ AGE_MAX = 2**31 - 1
 """Largest age: the top of a 32-bit INTEGER, the narrowest integer column we run on."""
 ID_MAX = 2**63 - 1
 """Largest hero id: the top of a 64-bit BIGINT."""
+VERSION_MAX = 2**31 - 1
+"""Largest hero version: the top of the 32-bit INTEGER column that counts a hero's writes."""
 
 # SQLite only gives an auto-incrementing rowid to a column declared exactly INTEGER.
 HeroId = BigInteger().with_variant(Integer(), "sqlite")
