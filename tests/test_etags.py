@@ -121,7 +121,12 @@ def test_delete_with_stale_if_match_is_412_and_keeps_the_hero(client: Client) ->
 
 
 # Versions no hero can reach: past the version column (a 32-bit INTEGER), and past 64 bits.
-IMPOSSIBLE_VERSIONS = ['"2147483648"', '"99999999999"', '"999999999999999999"', '"1", "99999999999"']
+IMPOSSIBLE_VERSIONS = [
+    '"2147483648"',
+    '"99999999999"',
+    '"999999999999999999"',
+    '"1", "99999999999"',
+]
 
 
 @pytest.mark.parametrize("if_match", IMPOSSIBLE_VERSIONS)
