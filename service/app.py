@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 from importlib.metadata import version
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
     db = open_database(database)
+    key_retention = timedelta(seconds=settings.idempotency_key_retention_seconds)
     handlers: list[ControllerRouterHandler] = [
         handler for resource in RESOURCES for handler in resource.route_handlers
     ]
@@ -84,10 +86,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         proxies=TrustedProxies(settings.forwarded_allow_ips),
         route_handlers=[*handlers, docs.DocsAliases],
         plugins=plugins,
-        signature_namespace={"Database": Database},
+        signature_namespace={"Database": Database, "timedelta": timedelta},
         on_startup=on_startup,
         on_shutdown=on_shutdown,
-        dependencies={"db": Provide(lambda: db, use_cache=True, sync_to_thread=False)},
+        dependencies={
+            "db": Provide(lambda: db, use_cache=True, sync_to_thread=False),
+            "key_retention": Provide(lambda: key_retention, use_cache=True, sync_to_thread=False),
+        },
         guards=guards,
         middleware=middleware,
         exception_handlers=exception_handlers,
@@ -109,7 +114,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After"]
+EXPOSED = [
+    "ETag",
+    "Location",
+    "Link",
+    "X-Total-Count",
+    "X-Request-ID",
+    "Retry-After",
+    "Idempotent-Replayed",
+]
 """Response headers a browser client may read across origins."""
 
 

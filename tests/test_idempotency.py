@@ -121,7 +121,7 @@ def test_a_key_as_a_structured_field_string_is_the_same_key(client: Client) -> N
     ids=repr,
 )
 def test_a_malformed_key_is_400_naming_the_header(client: Client, key: str) -> None:
-    response = client.post("/heroes", json=new_hero(), headers=[("Idempotency-Key", key.encode())])
+    response = client.post("/heroes", json=new_hero(), headers=[(b"Idempotency-Key", key.encode())])
 
     assert_error(response, 400, "Idempotency-Key")
     assert hero_count(client) == 0

@@ -21,7 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -30,8 +30,10 @@ import sqlalchemy as sa
 from service.database.statements import (
     Database,
     DatabaseUnavailable,
+    InProgress,
     Row,
     Statement,
+    Unit,
     raise_as_database_error,
     run_on_driver,
     run_through_sqlalchemy,
@@ -48,12 +50,52 @@ logger = logging.getLogger("service")
 class SqliteDatabase(Database):
     """SQLite: reads inline on a connection that never waits, writes on the writer thread."""
 
+    runs_units = True
+
     def __init__(self, engine: sa.Engine, *, in_memory: bool) -> None:
         self.engine = engine
         self._reader: PoolProxiedConnection | None = None
         self._traced_reader: sa.Connection | None = None
         # An in-memory database is one connection, with no other to wait for: nothing to move.
         self._writer = None if in_memory else SqliteWriter(engine)
+        self._claims: set[str] = set()
+        """The claims of the units queued or running; touched on the event loop only."""
+
+    async def run_unit(self, unit: Unit[T], *, claim: str | None = None) -> T:
+        """Run ``unit`` in the writer's transaction (in-memory: inline), committed on return."""
+        if claim is not None:
+            if claim in self._claims:
+                raise InProgress(claim)
+            self._claims.add(claim)
+        try:
+            if self._writer is not None:
+                return await self._writer.run_unit(unit)
+            return self._run_unit_inline(unit)
+        except Exception as exc:
+            raise_as_database_error(exc)
+            raise
+        finally:
+            if claim is not None:
+                self._claims.discard(claim)
+
+    def _run_unit_inline(self, unit: Unit[T]) -> T:
+        """An in-memory database's unit, on its one connection: nothing else runs meanwhile."""
+        if traced(self.engine):
+            connection = self._traced_connection()
+            run: Any = partial(_run_through, connection)
+            driver: Any = connection.connection.driver_connection
+        else:
+            driver = self._reader_driver()
+            run = partial(_run_on_unit_driver, self.engine.dialect, driver)
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            result = unit(run)
+            driver.execute("COMMIT")
+        except Exception:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+            raise
+        return result
 
     async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
         """Read inline, or in a thread if slow or locked; write on the writer thread."""
@@ -74,20 +116,27 @@ class SqliteDatabase(Database):
 
     def _read(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         if traced(self.engine):
-            # A connection kept for traced reads, as _reader is for the others: checking one
-            # out and setting its busy timeout twice per read cost more than the read.
-            if self._traced_reader is None:
-                self._traced_reader = self.engine.connect()
-                _set_busy_timeout(self._traced_reader.connection.driver_connection, 0)
+            traced_reader = self._traced_connection()
             try:
-                return run_through_sqlalchemy(self._traced_reader, statement, params)
+                return run_through_sqlalchemy(traced_reader, statement, params)
             except Exception:
-                self._traced_reader.rollback()
+                traced_reader.rollback()
                 raise
+        return run_on_driver(self.engine.dialect, self._reader_driver(), statement, params)
+
+    def _reader_driver(self) -> Any:
         if self._reader is None:
             self._reader = self.engine.raw_connection()
             _set_busy_timeout(self._reader.driver_connection, 0)
-        return run_on_driver(self.engine.dialect, self._reader.driver_connection, statement, params)
+        return self._reader.driver_connection
+
+    def _traced_connection(self) -> sa.Connection:
+        # A connection kept for traced reads, as _reader is for the others: checking one out
+        # and setting its busy timeout twice per read cost more than the read.
+        if self._traced_reader is None:
+            self._traced_reader = self.engine.connect()
+            _set_busy_timeout(self._traced_reader.connection.driver_connection, 0)
+        return self._traced_reader
 
     def _read_waiting(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         with self.engine.connect() as connection:
@@ -120,12 +169,6 @@ def _locked(exc: Exception) -> bool:
 
 def _set_busy_timeout(driver: Any, milliseconds: int) -> None:
     driver.execute(f"PRAGMA busy_timeout = {milliseconds:d}").close()
-
-
-Run = Callable[[Statement, dict[str, Any]], Sequence[Row]]
-"""Runs one statement in the unit's transaction and returns its rows."""
-Unit = Callable[[Run], T]
-"""Several statements that must commit together: given ``Run``, it runs them and returns."""
 
 
 class _Write(NamedTuple):
@@ -325,15 +368,7 @@ class SqliteWriter:
         if write.unit is None:
             assert write.statement is not None
             return run_on_driver(self.engine.dialect, driver, write.statement, write.params)
-        return write.unit(partial(self._run_in_unit, driver))
-
-    def _run_in_unit(
-        self, driver: Any, statement: Statement, params: dict[str, Any]
-    ) -> Sequence[Row]:
-        rows = run_on_driver(self.engine.dialect, driver, statement, params)
-        if not driver.in_transaction:
-            raise TransactionLost("the transaction was rolled back under the unit")
-        return rows
+        return write.unit(partial(_run_on_unit_driver, self.engine.dialect, driver))
 
     def _driver(self) -> Any:
         """The writer's sqlite3 connection, opened (again) if it has none."""
@@ -425,9 +460,20 @@ class SqliteWriter:
             return result
 
 
+def _run_on_unit_driver(
+    dialect: sa.Dialect, driver: Any, statement: Statement, params: dict[str, Any]
+) -> Sequence[Row]:
+    """A statement of a unit, on the sqlite3 connection, which must still hold the transaction."""
+    rows = run_on_driver(dialect, driver, statement, params)
+    if not driver.in_transaction:
+        raise TransactionLost("the transaction was rolled back under the unit")
+    return rows
+
+
 def _run_through(
     connection: sa.Connection, statement: Statement, params: dict[str, Any]
 ) -> Sequence[Row]:
+    """A statement of a unit, through SQLAlchemy, which must still hold the transaction."""
     rows = connection.execute(statement.statement, params).all()
     if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
         raise TransactionLost("the transaction was rolled back under the unit")

@@ -24,12 +24,13 @@ from __future__ import annotations
 import enum
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
 Row = Sequence[Any]
 Processor = Callable[[Any], Any]
+T = TypeVar("T")
 
 FAST_DRIVERS = frozenset({"pysqlite", "asyncpg"})
 """Drivers whose own connection runs the compiled statements; others go through SQLAlchemy."""
@@ -366,11 +367,36 @@ def raise_as_database_error(exc: Exception, *, sent: bool = True) -> None:
         raise translated from None
 
 
+Run = Callable[[Statement, dict[str, Any]], Sequence[Row]]
+"""Runs one statement of a unit, in the unit's transaction, and returns its rows."""
+Unit = Callable[[Run], T]
+"""Several statements that commit together or not at all: given a ``Run``, it runs them (it may
+choose the next by the rows of the last) and returns its result. It runs off the event loop, so
+it does nothing but run statements and compute."""
+
+
+class InProgress(Exception):
+    """A unit claiming the same name is still queued or running: the new one did not run."""
+
+
 class Database:
     """Where the API's statements run: one per app, built by ``db.open_database``."""
 
+    runs_units = False
+    """Whether :meth:`run_unit` works: SQLite's writer runs several statements in a transaction.
+    PostgreSQL runs every operation as one statement, its own transaction, so that it works
+    through a transaction pooler: what must commit together is one statement there."""
+
     async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
         """Run ``statement`` with ``params`` as one transaction, committed when this returns."""
+        raise NotImplementedError
+
+    async def run_unit(self, unit: Unit[T], *, claim: str | None = None) -> T:
+        """Run ``unit`` as one transaction, committed when this returns; what it returned.
+
+        With a ``claim``, :class:`InProgress` is raised instead while another unit with the same
+        claim is queued or running in this process.
+        """
         raise NotImplementedError
 
     async def fetch_one(self, statement: Statement, **params: Any) -> Row | None:

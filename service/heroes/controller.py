@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
@@ -13,7 +15,7 @@ from litestar.openapi.spec import Example, Tag
 from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
 
 from service.database.statements import Database
-from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
+from service.database.tables import AGE_MAX, ID_MAX, KEY_MAX_LENGTH, NAME_MAX_LENGTH
 from service.heroes import errors, openapi
 from service.heroes.cursors import (
     ORDER_BY,
@@ -35,8 +37,10 @@ from service.heroes.queries import (
     select_heroes,
 )
 from service.heroes.schemas import Deleted, HeroCreate, HeroPublic, HeroUpdate
+from service.http import idempotency
 from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
+from service.http.idempotency import request_key
 from service.http.resources import Resource
 
 MAX_PAGE = 100
@@ -98,6 +102,40 @@ ETAG_HEADER = ResponseHeader(
 )
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name=idempotency.HEADER,
+        description=(
+            "A key of your own for this create (a UUID, new for each hero), so that it can be "
+            "retried safely: the same key with the same body answers the first result again "
+            "and creates nothing; with another body, 422; while the first is still running, "
+            "409. Kept 24 hours by default (IDEMPOTENCY_KEY_RETENTION_SECONDS). Up to 255 "
+            "visible ASCII characters, no spaces; a quoted string (RFC 8941) is the same key. "
+            "Another value is 400."
+        ),
+        schema_extra={
+            "type": "string",
+            "oneOf": None,
+            "pattern": idempotency.IDEMPOTENCY_KEY,
+            "maxLength": KEY_MAX_LENGTH,
+            "examples": ["8e03978e-40d5-43e8-bc93-6894a57f9324"],
+        },
+    ),
+]
+"""Stated in the document only: service.http.idempotency checks it, so that the 400 names
+the header."""
+REPLAYED_HEADER = ResponseHeader(
+    name=idempotency.REPLAYED_HEADER,
+    value="true",  # an example, from which the schema is derived: never sent as such
+    description=(
+        "`true` when the answer is the first one given again, for a retry with the same "
+        "Idempotency-Key: nothing was created this time."
+    ),
+    documentation_only=True,
+)
+
+
 LINK_HEADER = ResponseHeader(
     name="Link",
     value='</heroes?limit=20&cursor=WzEsImlkIiwyMCwyMF0>; rel="next"',  # an example, never sent
@@ -140,17 +178,30 @@ class HeroController(Controller):
                 documentation_only=True,
             ),
             ETAG_HEADER,
+            REPLAYED_HEADER,
         ],
-        responses=documented(400, 413, 415, 503),
+        responses=documented(400, 409, 413, 415, 422, 503),
     )
     async def create_hero(
         self,
         db: NamedDependency[Database],
+        key_retention: NamedDependency[timedelta],
         data: Annotated[HeroCreate, Body(examples=[CREATE_EXAMPLE])],
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[HeroPublic]:
-        """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``."""
-        hero, version = await insert_hero(db, data)
+        """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``.
+
+        Send an ``Idempotency-Key`` (a UUID, new for each hero) to make the create safe to
+        retry: the same key with the same body, within 24 hours by default, creates nothing
+        and answers the first result again, with ``Idempotent-Replayed: true``.
+        """
+        key = None
+        if idempotency_key is not None:
+            key = request_key(idempotency_key, "createHero", msgspec.json.encode(data))
+        (hero, version), replayed = await insert_hero(db, data, key, key_retention)
         headers = {"Location": f"/heroes/{hero.id}", "ETag": etag(version)}
+        if replayed:
+            headers[idempotency.REPLAYED_HEADER] = "true"
         return Response(hero, status_code=201, headers=headers)
 
     @get(

@@ -24,7 +24,9 @@ from service.database.statements import (
     WriteRefused,
     database_error,
 )
+from service.http import idempotency
 from service.http.decoding import NO_NUL
+from service.http.idempotency import KeyInProgress, KeyReused, MalformedIdempotencyKey
 from service.http.security import WRITE_METHODS
 
 logger = logging.getLogger("service")
@@ -57,8 +59,13 @@ ERROR_DESCRIPTIONS = {
     400: "The request is invalid: `extra` names each wrong field and says what is wrong.",
     401: "Writes need `Authorization: Bearer <API key>`: the service runs with an API_KEY.",
     404: "Nothing is at this URL.",
-    409: "The database refused the write (a constraint failed at commit); nothing was stored.",
+    409: (
+        "The database refused the write (a constraint failed at commit); nothing was stored. "
+        "Or a request with the same Idempotency-Key is still in progress: retry after "
+        "`Retry-After` seconds."
+    ),
     412: "The resource is no longer at the ETag sent in If-Match; GET it again and retry.",
+    422: "The Idempotency-Key was used with another request body: send a new key.",
     413: "The request body is larger than the service accepts.",
     415: "The request body is not JSON: send it with `Content-Type: application/json`.",
     429: "Too many requests from this client: retry after `RateLimit-Reset` seconds.",
@@ -205,6 +212,22 @@ def _invalid_value(request: Request[Any, Any, Any], exc: Exception) -> Response[
     )
 
 
+def _key_reused(request: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+    detail = f"Validation failed for {request.method} {request.scope['path']}"
+    said = "This key was used with another request body: a new request needs a new key"
+    return error_response(422, detail, [ErrorDetail(said, idempotency.HEADER, "header")])
+
+
+def _key_in_progress(_request: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+    said = "The request first sent with this key has not been answered yet"
+    return error_response(
+        409,
+        "A request with this Idempotency-Key is still in progress; retry shortly.",
+        [ErrorDetail(said, idempotency.HEADER, "header")],
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def _sqlalchemy_error(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[Error]:
     # Raised in a handler that uses the plugin's db_session: answered as the statements' are.
     translated = database_error(exc)
@@ -235,6 +258,10 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DatabaseUnavailable: _database_unavailable,
     WriteRefused: _conflict,
     InvalidValue: _invalid_value,
+    # A write sent with an Idempotency-Key (service.http.idempotency).
+    MalformedIdempotencyKey: invalid_input("header", lambda exc: (str(exc), exc.header)),
+    KeyReused: _key_reused,
+    KeyInProgress: _key_in_progress,
     SQLAlchemyError: _sqlalchemy_error,
     Exception: _internal_error,
 }
