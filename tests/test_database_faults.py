@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -168,3 +170,65 @@ def test_read_only_postgres_is_503_for_writes_and_writes_resume_after_the_failov
         assert read.json() == hero
         assert after.status_code == 201, after.text
         assert [h["name"] for h in client.get("/heroes").json()] == ["Before", "After"]
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {seconds} s"
+        time.sleep(0.02)
+
+
+def waiting_on_a_lock(url: str) -> bool:
+    """Whether a statement on ``url``'s database waits for a lock."""
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        found = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            [sa.make_url(url).database],
+        ).fetchone()
+    return bool(found and found[0])
+
+
+def stored_names(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        return [name for (name,) in connection.execute("SELECT name FROM heroes ORDER BY id")]
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["with-key", "without-key"])
+def test_a_write_cut_off_mid_statement_is_503_in_doubt_and_a_keyed_retry_creates_once(
+    postgres_database: str, proxied_client: Client, proxy: TcpProxy, keyed: bool
+) -> None:
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else {}
+    body = new_hero("Cut off")
+    answers: list[httpx.Response] = []
+    # The pooled connection has the statement prepared already, so the statement cut off is
+    # wholly sent (asyncpg prepares a new one first: a cut before it runs would store nothing).
+    warm_up = {"Idempotency-Key": str(uuid.uuid4())} if keyed else {}
+    assert proxied_client.post("/heroes", json=new_hero("Warm"), headers=warm_up).status_code == 201
+    with psycopg.connect(postgres_database) as locker:
+        # The INSERT waits for this lock; the connection is cut meanwhile; the server, which
+        # does not notice while waiting, stores the row once the lock is released.
+        locker.execute("LOCK TABLE heroes IN SHARE ROW EXCLUSIVE MODE")
+        writing = threading.Thread(
+            target=lambda: answers.append(
+                proxied_client.post("/heroes", json=body, headers=headers)
+            )
+        )
+        writing.start()
+        wait_until(lambda: waiting_on_a_lock(postgres_database), "waiting for the lock")
+        proxy.stop()
+        writing.join(10)
+    wait_until(lambda: stored_names(postgres_database) == ["Warm", "Cut off"], "stored")
+    proxy.start()
+    retried = proxied_client.post("/heroes", json=body, headers=headers)
+
+    error = assert_error(answers[0], 503)
+    assert answers[0].headers["retry-after"] == "1"
+    if keyed:
+        assert "same Idempotency-Key is safe" in error.detail
+        assert retried.status_code == 201, retried.text
+        assert retried.headers["idempotent-replayed"] == "true"
+        assert stored_names(postgres_database) == ["Warm", "Cut off"]
+    else:
+        assert "may have been stored" in error.detail
+        assert stored_names(postgres_database) == ["Warm", "Cut off", "Cut off"]

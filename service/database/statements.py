@@ -98,19 +98,20 @@ class Statement:
     ``slow=True`` marks a read whose cost grows with the table (a count): SQLite runs it on a
     pooled connection in a thread instead of inline on the event loop (but for an in-memory
     database, whose one connection cannot be shared with a thread that may wait).
+    ``writes=True`` marks a statement that changes data where SQLAlchemy cannot see it (SQL
+    text, a SELECT over data-modifying CTEs): a write is never run twice by a retry.
     """
 
-    __slots__ = ("_compiled", "slow", "statement")
+    __slots__ = ("_compiled", "slow", "statement", "writes")
 
-    def __init__(self, statement: sa.Executable, *, slow: bool = False) -> None:
+    def __init__(
+        self, statement: sa.Executable, *, slow: bool = False, writes: bool = False
+    ) -> None:
         self.statement = statement
         self.slow = slow
-        self._compiled: dict[tuple[str, str, str], Compiled] = {}
-
-    @property
-    def writes(self) -> bool:
+        self.writes = writes or bool(statement.is_dml)
         """Whether the statement changes data (INSERT, UPDATE, DELETE)."""
-        return bool(self.statement.is_dml)
+        self._compiled: dict[tuple[str, str, str], Compiled] = {}
 
     def compiled(self, dialect: sa.Dialect) -> Compiled:
         """The statement for ``dialect``'s driver and parameter style."""

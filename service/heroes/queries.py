@@ -171,7 +171,8 @@ CREATE_ONCE = Statement(
         sa.column("outcome", sa.String),
         *(sa.column(column.name, column.type) for column in ROW),
         sa.column("request_hash", keys.c.request_hash.type),
-    )
+    ),
+    writes=True,
 )
 DELETE_HERO = {
     conditional: Statement(
