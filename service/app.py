@@ -9,6 +9,7 @@ from importlib.metadata import version
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import PluginProtocol
@@ -19,6 +20,7 @@ from service.database.statements import Database
 from service.heroes.controller import RESOURCE as HEROES
 from service.http import decoding, docs
 from service.http.errors import EXCEPTION_HANDLERS
+from service.http.idempotency import KEY_RETENTION_STATE
 from service.http.limits import rate_limit
 from service.http.openapi import complete_document
 from service.http.proxies import TrustedProxies
@@ -86,13 +88,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         proxies=TrustedProxies(settings.forwarded_allow_ips),
         route_handlers=[*handlers, docs.DocsAliases],
         plugins=plugins,
-        signature_namespace={"Database": Database, "timedelta": timedelta},
+        signature_namespace={"Database": Database},
         on_startup=on_startup,
         on_shutdown=on_shutdown,
-        dependencies={
-            "db": Provide(lambda: db, use_cache=True, sync_to_thread=False),
-            "key_retention": Provide(lambda: key_retention, use_cache=True, sync_to_thread=False),
-        },
+        dependencies={"db": Provide(lambda: db, use_cache=True, sync_to_thread=False)},
+        # Not a second dependency: Litestar resolves two in a task group, on every request.
+        state=State({KEY_RETENTION_STATE: key_retention}),
         guards=guards,
         middleware=middleware,
         exception_handlers=exception_handlers,

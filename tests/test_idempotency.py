@@ -253,3 +253,12 @@ def test_a_keyed_create_answered_503_says_retrying_with_the_key_is_safe(tmp_path
 
     assert "same Idempotency-Key is safe" in assert_error(keyed_503, 503).detail
     assert "nothing was stored" in assert_error(plain_503, 503).detail
+
+
+def test_two_keys_in_one_request_are_400(client: Client) -> None:
+    headers = [(b"Idempotency-Key", b"first"), (b"Idempotency-Key", b"second")]
+
+    response = client.post("/heroes", json=new_hero(), headers=headers)
+
+    assert_error(response, 400, "Idempotency-Key")
+    assert hero_count(client) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ from litestar.openapi.spec import Example, Tag
 from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
 
 from service.database.statements import Database
-from service.database.tables import AGE_MAX, ID_MAX, KEY_MAX_LENGTH, NAME_MAX_LENGTH
+from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
 from service.heroes import errors, openapi
 from service.heroes.cursors import (
     ORDER_BY,
@@ -102,29 +101,6 @@ ETAG_HEADER = ResponseHeader(
 )
 
 
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    HeaderParameter(
-        name=idempotency.HEADER,
-        description=(
-            "A key of your own for this create (a UUID, new for each hero), so that it can be "
-            "retried safely: the same key with the same body answers the first result again "
-            "and creates nothing; with another body, 422; while the first is still running, "
-            "409. Kept 24 hours by default (IDEMPOTENCY_KEY_RETENTION_SECONDS). Up to 255 "
-            "visible ASCII characters, no spaces; a quoted string (RFC 8941) is the same key. "
-            "Another value is 400."
-        ),
-        schema_extra={
-            "type": "string",
-            "oneOf": None,
-            "pattern": idempotency.IDEMPOTENCY_KEY,
-            "maxLength": KEY_MAX_LENGTH,
-            "examples": ["8e03978e-40d5-43e8-bc93-6894a57f9324"],
-        },
-    ),
-]
-"""Stated in the document only: service.http.idempotency checks it, so that the 400 names
-the header."""
 REPLAYED_HEADER = ResponseHeader(
     name=idempotency.REPLAYED_HEADER,
     value="true",  # an example, from which the schema is derived: never sent as such
@@ -184,10 +160,9 @@ class HeroController(Controller):
     )
     async def create_hero(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[Database],
-        key_retention: NamedDependency[timedelta],
         data: Annotated[HeroCreate, Body(examples=[CREATE_EXAMPLE])],
-        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[HeroPublic]:
         """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``.
 
@@ -195,10 +170,14 @@ class HeroController(Controller):
         retry: the same key with the same body, within 24 hours by default, creates nothing
         and answers the first result again, with ``Idempotent-Replayed: true``.
         """
-        key = None
-        if idempotency_key is not None:
+        # The header is documented by openapi.key_parameter (see idempotency.header_value).
+        idempotency_key = idempotency.header_value(request.scope)
+        if idempotency_key is None:
+            (hero, version), replayed = await insert_hero(db, data)
+        else:
             key = request_key(idempotency_key, "createHero", msgspec.json.encode(data))
-        (hero, version), replayed = await insert_hero(db, data, key, key_retention)
+            retention = request.app.state[idempotency.KEY_RETENTION_STATE]
+            (hero, version), replayed = await insert_hero(db, data, key, retention)
         headers = {"Location": f"/heroes/{hero.id}", "ETag": etag(version)}
         if replayed:
             headers[idempotency.REPLAYED_HEADER] = "true"

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from service.database.tables import KEY_MAX_LENGTH
 
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
 HEADER = "Idempotency-Key"
+_HEADER_NAME = HEADER.lower().encode()
+KEY_RETENTION_STATE = "idempotency_key_retention"
+"""Where the app's state keeps how long keys are kept (a ``timedelta``, from the settings)."""
 REPLAYED_HEADER = "Idempotent-Replayed"
 """Sent as ``true`` on an answer given again for a retry (the name Stripe's API uses)."""
 
@@ -54,6 +60,21 @@ class RequestKey(NamedTuple):
     request_hash: bytes
     """SHA-256 of the operation and its decoded request: the same key with another request
     is told apart by it."""
+
+
+def header_value(scope: Scope) -> str | None:
+    """The request's ``Idempotency-Key``, or None; :class:`MalformedIdempotencyKey` if repeated.
+
+    Read from the ASGI scope's raw headers: a header parameter in the handler's signature makes
+    Litestar build the request's header map for every create, keyed or not, which cost a create
+    about 8% more.
+    """
+    found = [value for name, value in scope["headers"] if name == _HEADER_NAME]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise MalformedIdempotencyKey
+    return found[0].decode("latin-1")
 
 
 def request_key(header: str, operation: str, request: bytes) -> RequestKey:
