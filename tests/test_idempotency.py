@@ -262,3 +262,26 @@ def test_two_keys_in_one_request_are_400(client: Client) -> None:
 
     assert_error(response, 400, "Idempotency-Key")
     assert hero_count(client) == 0
+
+
+@pytest.mark.parametrize("tracing", [False, True], ids=["tracing-off", "tracing-on"])
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_keyed_creates_on_sqlite_in_memory_and_traced(
+    tmp_path: Path, request: pytest.FixtureRequest, tracing: bool, where: str
+) -> None:
+    """The other ways SQLite runs a unit: inline (in memory), through SQLAlchemy (traced)."""
+    if tracing:
+        request.getfixturevalue("spans")
+    url = "sqlite:///:memory:" if where == "memory" else f"sqlite:///{tmp_path / 'h.db'}"
+    with TestClient(create_app(Settings(database_url=url, tracing=tracing))) as client:
+        key, body = a_key(), new_hero("Traced")
+        first = client.post("/heroes", json=body, headers=keyed(key))
+        again = client.post("/heroes", json=body, headers=keyed(key))
+        other = client.post("/heroes", json=new_hero("Other"), headers=keyed(key))
+        count = hero_count(client)
+
+    assert first.status_code == 201, first.text
+    assert again.headers[REPLAYED] == "true"
+    assert again.json() == first.json()
+    assert_error(other, 422, "Idempotency-Key")
+    assert count == 1

@@ -474,7 +474,8 @@ def _run_through(
     connection: sa.Connection, statement: Statement, params: dict[str, Any]
 ) -> Sequence[Row]:
     """A statement of a unit, through SQLAlchemy, which must still hold the transaction."""
-    rows = connection.execute(statement.statement, params).all()
+    result = connection.execute(statement.statement, params)
+    rows = result.all() if result.returns_rows else []
     if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
         raise TransactionLost("the transaction was rolled back under the unit")
     return rows
