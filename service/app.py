@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 from importlib.metadata import version
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import PluginProtocol
@@ -18,6 +20,7 @@ from service.database.statements import Database
 from service.heroes.controller import RESOURCE as HEROES
 from service.http import decoding, docs
 from service.http.errors import EXCEPTION_HANDLERS
+from service.http.idempotency import KEY_RETENTION_STATE
 from service.http.limits import docs_budget, rate_limit
 from service.http.openapi import complete_document
 from service.http.proxies import TrustedProxies
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
     db = open_database(database)
+    key_retention = timedelta(seconds=settings.idempotency_key_retention_seconds)
     handlers: list[ControllerRouterHandler] = [
         handler for resource in RESOURCES for handler in resource.route_handlers
     ]
@@ -94,6 +98,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         dependencies={"db": Provide(lambda: db, use_cache=True, sync_to_thread=False)},
+        # Not a second dependency: Litestar resolves two in a task group, on every request.
+        state=State({KEY_RETENTION_STATE: key_retention}),
         guards=guards,
         middleware=middleware,
         exception_handlers=exception_handlers,
@@ -115,7 +121,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After"]
+EXPOSED = [
+    "ETag",
+    "Location",
+    "Link",
+    "X-Total-Count",
+    "X-Request-ID",
+    "Retry-After",
+    "Idempotent-Replayed",
+]
 """Response headers a browser client may read across origins."""
 
 

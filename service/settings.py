@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds to wait for PostgreSQL to accept a connection before the request gets 503."""
     db_statement_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
     """Longest a PostgreSQL statement may run (0: no limit); a hero query takes well under 1 ms."""
+    idempotency_key_retention_seconds: PositiveInt = 24 * 3600
+    """How long a create's ``Idempotency-Key`` is kept: a retry with it within that time answers
+    the first result again; after it, the key is forgotten (and its row deleted)."""
     api_key: str = ""
     """Comma-separated keys; if set, POST, PATCH and DELETE need ``Authorization: Bearer <key>``
     with any one of them (several let a new key roll out before the old one goes); reads stay open.

@@ -116,7 +116,7 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
         connection.exec_driver_sql("DROP TRIGGER IF EXISTS break_commit ON heroes")
         connection.exec_driver_sql("DROP FUNCTION IF EXISTS break_commit")
         connection.exec_driver_sql("DROP TABLE IF EXISTS commit_guard")
-        connection.exec_driver_sql("TRUNCATE heroes RESTART IDENTITY")
+        connection.exec_driver_sql("TRUNCATE heroes, idempotency_keys RESTART IDENTITY")
     engine.dispose()
 
 

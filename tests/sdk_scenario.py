@@ -69,6 +69,19 @@ def read(client: Client, hero_id: int) -> HeroPublic:
     return hero
 
 
+def retry_a_create(client: Client, name: str) -> None:
+    """A create retried with its Idempotency-Key answers the first hero again."""
+    body, key = HeroCreate(name=name, secret_name="Secret Identity", age=50), str(uuid.uuid4())
+    first = create_hero.sync_detailed(client=client, body=body, idempotency_key=key)
+    retried = create_hero.sync_detailed(client=client, body=body, idempotency_key=key)
+    assert first.status_code == retried.status_code == HTTPStatus.CREATED, retried.content
+    assert retried.parsed == first.parsed, (first.parsed, retried.parsed)
+    assert retried.headers["Idempotent-Replayed"] == "true", retried.headers
+    other = HeroCreate(name=name, secret_name="Someone Else", age=50)
+    reused = create_hero.sync_detailed(client=client, body=other, idempotency_key=key)
+    assert reused.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, reused.content
+
+
 def run(base_url: str) -> None:
     """Create, read, list, update and delete heroes; check the errors a client sees."""
     # Heroes of other tests may share the database: this run's heroes share a name of their own.
@@ -125,6 +138,8 @@ def run(base_url: str) -> None:
         assert (gone.status_code, gone.parsed) == (HTTPStatus.NOT_FOUND, NOT_FOUND), gone
         again = delete_hero.sync_detailed(heroes[1].id, client=client)
         assert (again.status_code, again.parsed) == (HTTPStatus.NOT_FOUND, NOT_FOUND), again
+
+        retry_a_create(client, name)
 
         invalid = HeroCreate(name=name, secret_name="Secret Identity", age=-1)
         refused = create_hero.sync_detailed(client=client, body=invalid)

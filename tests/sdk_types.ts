@@ -8,6 +8,7 @@ type Hero = components["schemas"]["HeroPublic"];
 type ApiError = components["schemas"]["Error"];
 type CreateHero = paths["/heroes"]["post"];
 type NewHero = CreateHero["requestBody"]["content"]["application/json"];
+type CreateHeaders = NonNullable<CreateHero["parameters"]["header"]>;
 type ListHeroes = paths["/heroes"]["get"];
 type ListQuery = NonNullable<ListHeroes["parameters"]["query"]>;
 type ListHeaders = ListHeroes["responses"][200]["headers"];
@@ -78,6 +79,8 @@ export const changedAt = (hero: Hero): Date => new Date(hero.updated_at);
 export const createdAt: string = ({} as Hero).created_at;
 export const total: ListHeaders["X-Total-Count"] = 42;
 export const link: ListHeaders["Link"] = '</heroes?cursor=abc>; rel="next"';
+export const retryable: CreateHeaders = { "Idempotency-Key": "8e03978e-40d5-43e8-bc93-6894a57f9324" };
+export const replayed: CreateHero["responses"][201]["headers"]["Idempotent-Replayed"] = "true";
 
 // @ts-expect-error a new hero needs a secret_name
 export const noSecret: NewHero = { name: "Deadpond" };
@@ -89,3 +92,5 @@ export const leaked = (hero: Hero): string => hero.secret_name;
 export const byHeight: ListQuery = { order_by: "height" };
 // @ts-expect-error count is a boolean
 export const countText: ListQuery = { count: "yes" };
+// @ts-expect-error an Idempotency-Key is a string
+export const numericKey: CreateHeaders = { "Idempotency-Key": 7 };

@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 
+import httpx
+import psycopg
 import pytest
 import sqlalchemy as sa
 from litestar import Litestar
@@ -14,6 +18,7 @@ from litestar.testing import TestClient
 
 from service.app import create_app
 from service.settings import Settings
+from tests.conftest import POSTGRES_SERVER, migrate
 from tests.helpers import Client, assert_error, create, new_hero
 
 
@@ -69,8 +74,8 @@ class TcpProxy:
 
 
 @pytest.fixture
-def proxy(postgres_url: str) -> Iterator[TcpProxy]:
-    url = sa.make_url(postgres_url)
+def proxy(postgres_database: str) -> Iterator[TcpProxy]:
+    url = sa.make_url(postgres_database)
     proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
     proxy.start()
     yield proxy
@@ -78,8 +83,8 @@ def proxy(postgres_url: str) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
-def proxied_client(postgres_url: str, proxy: TcpProxy) -> Iterator[Client]:
-    url = sa.make_url(postgres_url).set(port=proxy.port)
+def proxied_client(postgres_database: str, proxy: TcpProxy) -> Iterator[Client]:
+    url = sa.make_url(postgres_database).set(port=proxy.port)
     settings = Settings(
         database_url=url.render_as_string(hide_password=False), db_connect_timeout=2
     )
@@ -108,3 +113,122 @@ def test_postgres_going_away_is_503_with_retry_after_and_recovery_is_automatic(
     assert proxied_client.get("/health/live").status_code == 200
     assert after.json() == hero
     assert [h["name"] for h in proxied_client.get("/heroes").json()] == ["Before"]
+
+
+@pytest.fixture
+def own_postgres_database(postgres_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of the test's own, which it may turn read-only; dropped."""
+    name = f"hero_faults_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def fail_over(url: str, *, read_only: bool) -> None:
+    """Make new sessions of ``url``'s database read-only (a standby) or not, and cut the others.
+
+    What the service sees when a failover moves its connections: they are cut, and the server
+    they reach next refuses writes until a primary takes over.
+    """
+    name = sa.make_url(url).database
+    setting = "SET default_transaction_read_only = on" if read_only else "RESET ALL"
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" {setting}')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+        )
+
+
+def test_read_only_postgres_is_503_for_writes_and_writes_resume_after_the_failover(
+    own_postgres_database: str,
+) -> None:
+    with TestClient[Litestar](create_app(Settings(database_url=own_postgres_database))) as client:
+        hero = create(client, "Before")
+
+        fail_over(own_postgres_database, read_only=True)
+        # A read finds the cut connection and runs again on a new one. (A write on a cut
+        # connection is 503, in doubt when it may have been sent: tested with the proxy.)
+        assert client.get("/heroes").status_code == 200
+        refused = [
+            client.post("/heroes", json=new_hero("During")),
+            client.patch(f"/heroes/{hero['id']}", json={"age": 40}),
+            client.delete(f"/heroes/{hero['id']}"),
+        ]
+        read = client.get(f"/heroes/{hero['id']}")
+        fail_over(own_postgres_database, read_only=False)
+        assert client.get("/heroes").status_code == 200
+        after = client.post("/heroes", json=new_hero("After"))
+
+        for response in refused:
+            error = assert_error(response, 503)
+            assert response.headers["retry-after"] == "1"
+            assert "nothing was stored" in error.detail
+        assert read.json() == hero
+        assert after.status_code == 201, after.text
+        assert [h["name"] for h in client.get("/heroes").json()] == ["Before", "After"]
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {seconds} s"
+        time.sleep(0.02)
+
+
+def waiting_on_a_lock(url: str) -> bool:
+    """Whether a statement on ``url``'s database waits for a lock."""
+    with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+        found = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            [sa.make_url(url).database],
+        ).fetchone()
+    return bool(found and found[0])
+
+
+def stored_names(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        return [name for (name,) in connection.execute("SELECT name FROM heroes ORDER BY id")]
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["with-key", "without-key"])
+def test_a_write_cut_off_mid_statement_is_503_in_doubt_and_a_keyed_retry_creates_once(
+    postgres_database: str, proxied_client: Client, proxy: TcpProxy, keyed: bool
+) -> None:
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else {}
+    body = new_hero("Cut off")
+    answers: list[httpx.Response] = []
+    # The pooled connection has the statement prepared already, so the statement cut off is
+    # wholly sent (asyncpg prepares a new one first: a cut before it runs would store nothing).
+    warm_up = {"Idempotency-Key": str(uuid.uuid4())} if keyed else {}
+    assert proxied_client.post("/heroes", json=new_hero("Warm"), headers=warm_up).status_code == 201
+    with psycopg.connect(postgres_database) as locker:
+        # The INSERT waits for this lock; the connection is cut meanwhile; the server, which
+        # does not notice while waiting, stores the row once the lock is released.
+        locker.execute("LOCK TABLE heroes IN SHARE ROW EXCLUSIVE MODE")
+        writing = threading.Thread(
+            target=lambda: answers.append(
+                proxied_client.post("/heroes", json=body, headers=headers)
+            )
+        )
+        writing.start()
+        wait_until(lambda: waiting_on_a_lock(postgres_database), "waiting for the lock")
+        proxy.stop()
+        writing.join(10)
+    wait_until(lambda: stored_names(postgres_database) == ["Warm", "Cut off"], "stored")
+    proxy.start()
+    retried = proxied_client.post("/heroes", json=body, headers=headers)
+
+    error = assert_error(answers[0], 503)
+    assert answers[0].headers["retry-after"] == "1"
+    if keyed:
+        assert "same Idempotency-Key is safe" in error.detail
+        assert retried.status_code == 201, retried.text
+        assert retried.headers["idempotent-replayed"] == "true"
+        assert stored_names(postgres_database) == ["Warm", "Cut off"]
+    else:
+        assert "may have been stored" in error.detail
+        assert stored_names(postgres_database) == ["Warm", "Cut off", "Cut off"]

@@ -120,6 +120,31 @@ def test_delete_with_stale_if_match_is_412_and_keeps_the_hero(client: Client) ->
     assert client.get(f"/heroes/{hero['id']}").status_code == 200
 
 
+# Versions no hero can reach: past the version column (a 32-bit INTEGER), and past 64 bits.
+IMPOSSIBLE_VERSIONS = [
+    '"2147483648"',
+    '"99999999999"',
+    '"999999999999999999"',
+    '"1", "99999999999"',
+]
+
+
+@pytest.mark.parametrize("if_match", IMPOSSIBLE_VERSIONS)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_if_match_naming_a_version_no_hero_can_have_matches_nothing(
+    client: Client, method: str, if_match: str
+) -> None:
+    hero = create(client)
+    client.patch(f"/heroes/{hero['id']}", json={"age": 5})  # now at "2": "1" is stale too
+
+    response = client.request(
+        method, f"/heroes/{hero['id']}", json={"age": 9}, headers={"If-Match": if_match}
+    )
+
+    assert_error(response, 412)
+    assert client.get(f"/heroes/{hero['id']}").json()["age"] == 5
+
+
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
 def test_if_match_on_unknown_hero_is_404(client: Client, method: str) -> None:
     response = client.request(method, "/heroes/999", json={"age": 1}, headers={"If-Match": '"1"'})
@@ -192,6 +217,8 @@ def test_the_documented_pattern_is_the_one_checked() -> None:
         ('W/"3"', []),
         ('"abc", "7"', [7]),
         (f'"{10**19}"', []),
+        ('"2147483647"', [2**31 - 1]),
+        ('"2147483648", "4"', [4]),
         ("", []),
     ],
 )

@@ -257,3 +257,50 @@ def test_postgres_service_refuses_an_old_database_until_migrated(empty_postgres_
     alembic(empty_postgres_url).upgrade("head")
     with TestClient(create_app(Settings(database_url=empty_postgres_url))) as client:
         assert client.get("/heroes").status_code == 200
+
+
+def table_names(url: str) -> set[str]:
+    engine = direct_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_keys_added_by_0003_go_with_a_downgrade_to_0002_and_come_back_empty(
+    old_database: str,
+) -> None:
+    alembic(old_database).upgrade("head")
+    with TestClient(create_app(Settings(database_url=old_database))) as client:
+        keyed = client.post(
+            "/heroes",
+            json={"name": "Keyed", "secret_name": "secret-keyed"},
+            headers={"Idempotency-Key": "before-the-downgrade"},
+        )
+    assert keyed.status_code == 201
+    before = rows(old_database, *KEPT)
+
+    alembic(old_database).downgrade("0002")
+
+    assert current_revision(Settings(database_url=old_database)) == "0002"
+    assert "idempotency_keys" not in table_names(old_database)
+    assert rows(old_database, *KEPT) == before
+
+    alembic(old_database).upgrade("head")
+
+    with TestClient(create_app(Settings(database_url=old_database))) as client:
+        again = client.post(
+            "/heroes",
+            json={"name": "Keyed", "secret_name": "secret-keyed"},
+            headers={"Idempotency-Key": "before-the-downgrade"},
+        )
+        replayed = client.post(
+            "/heroes",
+            json={"name": "Keyed", "secret_name": "secret-keyed"},
+            headers={"Idempotency-Key": "before-the-downgrade"},
+        )
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers  # the key went with the downgrade
+    assert again.json()["id"] == len(OLD_HEROES) + 2
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert len(rows(old_database, "id")) == len(OLD_HEROES) + 2

@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 
 from service.app import create_app
 from service.heroes.etags import ENTITY_TAGS
+from service.http.idempotency import IDEMPOTENCY_KEY
 from service.openapi_document import render, served_document
 from service.settings import Settings
 
@@ -167,3 +168,17 @@ def test_hero_id_is_an_integer_in_the_path(document: dict[str, Any], operation_i
 @pytest.mark.parametrize("operation_id", ["createHero", "updateHero"])
 def test_operations_with_a_body_document_415(document: dict[str, Any], operation_id: str) -> None:
     assert "415" in operations(document)[operation_id]["responses"]
+
+
+def test_create_hero_declares_the_idempotency_key_and_its_answers(
+    document: dict[str, Any],
+) -> None:
+    create = operations(document)["createHero"]
+    key = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+
+    assert (key["in"], key["required"]) == ("header", False)
+    assert key["schema"]["type"] == "string"
+    assert key["schema"]["pattern"] == IDEMPOTENCY_KEY
+    assert key["schema"]["maxLength"] == 255
+    assert {"409", "422"} <= set(create["responses"])
+    assert "Idempotent-Replayed" in create["responses"]["201"]["headers"]

@@ -54,7 +54,11 @@ class PostgresDatabase(Database):
         arguments = compiled.arguments(params)
         retry = not statement.writes
         while True:
-            connection = await self.engine.raw_connection()
+            try:
+                connection = await self.engine.raw_connection()
+            except Exception as exc:  # no connection: the statement was never sent
+                raise_as_database_error(exc, sent=False)
+                raise
             try:
                 rows = await connection.driver_connection.fetch(compiled.sql, *arguments)  # type: ignore[union-attr]
             except asyncio.CancelledError:

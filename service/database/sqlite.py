@@ -14,19 +14,26 @@ in the request's ``contextvars`` context, so its span is a child of the request'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
 from service.database.statements import (
     Database,
+    DatabaseUnavailable,
+    InProgress,
     Row,
     Statement,
+    Unit,
     raise_as_database_error,
     run_on_driver,
     run_through_sqlalchemy,
@@ -36,9 +43,14 @@ from service.database.statements import (
 if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
+T = TypeVar("T")
+logger = logging.getLogger("service")
+
 
 class SqliteDatabase(Database):
     """SQLite: reads inline on a connection that never waits, writes on the writer thread."""
+
+    runs_units = True
 
     def __init__(self, engine: sa.Engine, *, in_memory: bool) -> None:
         self.engine = engine
@@ -46,6 +58,44 @@ class SqliteDatabase(Database):
         self._traced_reader: sa.Connection | None = None
         # An in-memory database is one connection, with no other to wait for: nothing to move.
         self._writer = None if in_memory else SqliteWriter(engine)
+        self._claims: set[str] = set()
+        """The claims of the units queued or running; touched on the event loop only."""
+
+    async def run_unit(self, unit: Unit[T], *, claim: str | None = None) -> T:
+        """Run ``unit`` in the writer's transaction (in-memory: inline), committed on return."""
+        if claim is not None:
+            if claim in self._claims:
+                raise InProgress(claim)
+            self._claims.add(claim)
+        try:
+            if self._writer is not None:
+                return await self._writer.run_unit(unit)
+            return self._run_unit_inline(unit)
+        except Exception as exc:
+            raise_as_database_error(exc)
+            raise
+        finally:
+            if claim is not None:
+                self._claims.discard(claim)
+
+    def _run_unit_inline(self, unit: Unit[T]) -> T:
+        """An in-memory database's unit, on its one connection: nothing else runs meanwhile."""
+        if traced(self.engine):
+            connection = self._traced_connection()
+            run: Any = partial(_run_through, connection)
+            driver: Any = connection.connection.driver_connection
+        else:
+            driver = self._reader_driver()
+            run = partial(_run_on_unit_driver, self.engine.dialect, driver)
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            result = unit(run)
+            driver.execute("COMMIT")
+        except Exception:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+            raise
+        return result
 
     async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
         """Read inline, or in a thread if slow or locked; write on the writer thread."""
@@ -66,20 +116,27 @@ class SqliteDatabase(Database):
 
     def _read(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         if traced(self.engine):
-            # A connection kept for traced reads, as _reader is for the others: checking one
-            # out and setting its busy timeout twice per read cost more than the read.
-            if self._traced_reader is None:
-                self._traced_reader = self.engine.connect()
-                _set_busy_timeout(self._traced_reader.connection.driver_connection, 0)
+            traced_reader = self._traced_connection()
             try:
-                return run_through_sqlalchemy(self._traced_reader, statement, params)
+                return run_through_sqlalchemy(traced_reader, statement, params)
             except Exception:
-                self._traced_reader.rollback()
+                traced_reader.rollback()
                 raise
+        return run_on_driver(self.engine.dialect, self._reader_driver(), statement, params)
+
+    def _reader_driver(self) -> Any:
         if self._reader is None:
             self._reader = self.engine.raw_connection()
             _set_busy_timeout(self._reader.driver_connection, 0)
-        return run_on_driver(self.engine.dialect, self._reader.driver_connection, statement, params)
+        return self._reader.driver_connection
+
+    def _traced_connection(self) -> sa.Connection:
+        # A connection kept for traced reads, as _reader is for the others: checking one out
+        # and setting its busy timeout twice per read cost more than the read.
+        if self._traced_reader is None:
+            self._traced_reader = self.engine.connect()
+            _set_busy_timeout(self._traced_reader.connection.driver_connection, 0)
+        return self._traced_reader
 
     def _read_waiting(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         with self.engine.connect() as connection:
@@ -115,38 +172,91 @@ def _set_busy_timeout(driver: Any, milliseconds: int) -> None:
 
 
 class _Write(NamedTuple):
-    statement: Statement
+    statement: Statement | None
     params: dict[str, Any]
-    future: asyncio.Future[Sequence[Row]]
+    unit: Unit[Any] | None
+    """Several statements instead of ``statement``."""
+    future: asyncio.Future[Any]
     context: contextvars.Context | None
     """The request's context, when the engine is traced: its span is the statement's parent."""
+    queued_at: float
+    """When it was queued (``time.monotonic``): its wait for the write lock ends a busy timeout
+    later."""
+
+
+class TransactionLost(sqlite3.OperationalError):
+    """A statement of a unit found its transaction gone (SQLite rolled it back whole)."""
+
+
+_PENDING: Any = object()
+"""The outcome of a write that has not been settled yet."""
 
 
 class SqliteWriter:
     """The thread that runs a worker's SQLite writes, committing those that queue up together.
 
-    A write waits here, off the event loop, for the write lock (up to ``busy_timeout``) and for
-    the fsync of its commit. The writes that arrive meanwhile are committed together in one
-    transaction, so one fsync acknowledges all of them; each is still one statement, which
-    SQLite undoes alone if it fails. If the shared COMMIT fails (a deferred constraint), the
-    batch is rolled back and its writes are run again one by one, so only the one at fault fails.
+    A write waits here, off the event loop, for the write lock and for the fsync of its commit.
+    The writes that arrive meanwhile are committed together in one transaction (a group), so one
+    fsync acknowledges all of them. What each write is answered is what it did in the run that
+    counts, the one whose transaction committed:
+
+    - A statement that fails while SQLite keeps the transaction (a constraint) was undone alone:
+      its write gets its error, the others carry on.
+    - A failure that undoes the whole transaction (``SQLITE_FULL`` or ``SQLITE_IOERR`` without a
+      statement journal, a trigger's ``RAISE(ROLLBACK)``), any failure of a unit of several
+      statements, and any exception that is not SQLite's (a failing conversion of the service's
+      code): the failing write gets its error, the transaction is rolled back, and the writes
+      that ran before it, now undone, run again with those after it in a new transaction.
+      SQLite's state is checked after every statement, so nothing runs outside a transaction.
+    - A failed ``COMMIT`` (a deferred constraint): the group is rolled back and its writes run
+      again one by one, each in its own transaction, so only the one at fault fails.
+
+    The thread never dies of a failure: one that cannot be given to a write (its connection
+    cannot be opened, a ``ROLLBACK`` fails) is given to every write it concerns, the connection
+    is replaced, and the thread serves on; a failure of the writer's own code is logged and its
+    unsettled writes get 503. Every write's future is resolved.
+
+    A write waits for the write lock at most the busy timeout counted from when it was queued
+    (plus ``SLACK_MS``): a group that starts after its writes waited behind another lowers its
+    busy timeout by that wait. It is answered after that wait, plus the time the groups ahead of
+    it take to run and commit once they hold the lock (a statement takes microseconds, a commit
+    one fsync; a group run again one by one, one fsync per write, ``MAX_BATCH`` at most).
     """
 
     MAX_BATCH = 256
+    SLACK_MS = 10
+    """A write queued this long or less still gets the whole busy timeout."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Used by the writer thread only:
+        self._connection: PoolProxiedConnection | None = None
+        self._busy_timeout_ms: int | None = None
+        """The engine's busy timeout, read from the first connection the writer uses."""
+        self._lowered = False
+        """Whether the connection's busy timeout is lowered below the engine's."""
 
     async def run(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         """Queue the write and wait, without blocking the loop, until it is committed."""
-        if self._thread is None:
+        rows: Sequence[Row] = await self._queue(statement, params, None)
+        return rows
+
+    async def run_unit(self, unit: Unit[T]) -> T:
+        """Queue ``unit`` and wait until its statements are committed; what it returned."""
+        result: T = await self._queue(None, {}, unit)
+        return result
+
+    async def _queue(
+        self, statement: Statement | None, params: dict[str, Any], unit: Unit[Any] | None
+    ) -> Any:
+        if self._thread is None or not self._thread.is_alive():
             self._start()
-        future: asyncio.Future[Sequence[Row]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         context = contextvars.copy_context() if traced(self.engine) else None
-        self._writes.put(_Write(statement, params, future, context))
+        self._writes.put(_Write(statement, params, unit, future, context, time.monotonic()))
         return await future
 
     def close(self) -> None:
@@ -158,13 +268,12 @@ class SqliteWriter:
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, name="sqlite-writer")
                 self._thread.daemon = True
                 self._thread.start()
 
     def _serve(self) -> None:
-        connection = self.engine.raw_connection()
         try:
             stopping = False
             while not stopping:
@@ -177,48 +286,144 @@ class SqliteWriter:
                     write = self._writes.get_nowait()
                 stopping = write is None
                 if batch:
-                    _settle(batch, self._commit(connection, batch))
+                    _settle(batch, self._commit(batch))
         finally:
-            connection.close()
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    self._connection.close()
+                self._connection = None
 
-    def _commit(
-        self, connection: PoolProxiedConnection, batch: list[_Write]
-    ) -> list[Sequence[Row] | Exception]:
-        """Run ``batch`` in one transaction; the outcome of each write, in order."""
-        if traced(self.engine):
-            return [self._traced(write) for write in batch]
-        driver: Any = connection.driver_connection
+    def _commit(self, batch: list[_Write]) -> list[Any]:
+        """Run ``batch``; the outcome of each write, in order: its result or its exception."""
+        outcomes: list[Any] = [_PENDING] * len(batch)
         try:
-            # IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it. A
-            # statement that starts reading and then writes would get SQLITE_BUSY at once.
-            driver.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [exc] * len(batch)
-        outcomes: list[Sequence[Row] | Exception] = []
-        for write in batch:
-            try:
-                outcomes.append(
-                    run_on_driver(self.engine.dialect, driver, write.statement, write.params)
-                )
-            except sqlite3.Error as exc:
-                outcomes.append(exc)
-        try:
-            if not driver.in_transaction:  # an error undid the whole transaction, not one write
-                raise sqlite3.OperationalError("the group commit was rolled back")
-            driver.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if driver.in_transaction:
-                driver.execute("ROLLBACK")
-            if len(batch) == 1:
-                return [exc]
-            return [outcome for write in batch for outcome in self._commit(connection, [write])]
+            if traced(self.engine):
+                outcomes[:] = [self._traced(write) for write in batch]
+            else:
+                self._run_groups(batch, outcomes)
+        except Exception as exc:  # a fault of the writer's own: it serves on
+            logger.exception("The SQLite writer failed; its unsettled writes get 503")
+            self._discard_connection()  # which rolls back what was not committed
+            failed = DatabaseUnavailable(f"{type(exc).__name__}: the writer failed")
+            outcomes = [failed if outcome is _PENDING else outcome for outcome in outcomes]
         return outcomes
 
-    def _traced(self, write: _Write) -> Sequence[Row] | Exception:
+    def _run_groups(self, batch: list[_Write], outcomes: list[Any]) -> None:
+        """Run the writes in groups until every one has its outcome (see the class)."""
+        todo = list(range(len(batch)))
+        alone = False
+        while todo:
+            group = todo[:1] if alone else todo
+            again, commit_failed = self._run_group(batch, group, outcomes)
+            alone = alone or commit_failed
+            todo = again + todo[len(group) :]
+
+    def _run_group(
+        self, batch: list[_Write], group: list[int], outcomes: list[Any]
+    ) -> tuple[list[int], bool]:
+        """Run ``group`` in one transaction and settle what it can.
+
+        Returns the writes to run again (in order), and whether that is because the COMMIT
+        failed. Each call settles at least one write, or fails a COMMIT of several.
+        """
+        try:
+            driver = self._driver()
+            self._begin(driver, batch[group[0]].queued_at)
+        except Exception as exc:
+            if not isinstance(exc, sqlite3.Error):
+                self._discard_connection()
+            for index in group:
+                outcomes[index] = exc
+            return [], False
+        ran: list[tuple[int, Any]] = []
+        for position, index in enumerate(group):
+            write = batch[index]
+            try:
+                result = self._execute(driver, write)
+            except Exception as exc:
+                outcomes[index] = exc
+                if write.unit is None and isinstance(exc, sqlite3.Error) and driver.in_transaction:
+                    continue  # SQLite undid this statement alone
+                self._rollback(driver)
+                return [i for i, _ in ran] + group[position + 1 :], False
+            if not driver.in_transaction:  # it ran by itself, after the transaction was undone
+                outcomes[index] = result
+                self._rollback(driver)
+                return [i for i, _ in ran] + group[position + 1 :], False
+            ran.append((index, result))
+        try:
+            driver.execute("COMMIT")
+        except Exception as exc:
+            self._rollback(driver)
+            if len(ran) > 1:
+                return [i for i, _ in ran], True
+            for index, _ in ran:
+                outcomes[index] = exc
+            return [], False
+        for index, result in ran:
+            outcomes[index] = result
+        return [], False
+
+    def _execute(self, driver: Any, write: _Write) -> Any:
+        if write.unit is None:
+            assert write.statement is not None
+            return run_on_driver(self.engine.dialect, driver, write.statement, write.params)
+        return write.unit(partial(_run_on_unit_driver, self.engine.dialect, driver))
+
+    def _driver(self) -> Any:
+        """The writer's sqlite3 connection, opened (again) if it has none."""
+        if self._connection is None:
+            connection = self.engine.raw_connection()
+            try:
+                self._base_timeout(connection.driver_connection)
+            except Exception:
+                connection.invalidate()
+                raise
+            self._connection = connection
+            self._lowered = False
+        return self._connection.driver_connection
+
+    def _base_timeout(self, driver: Any) -> int:
+        if self._busy_timeout_ms is None:
+            cursor = driver.execute("PRAGMA busy_timeout")
+            self._busy_timeout_ms = int(cursor.fetchone()[0])
+            cursor.close()
+        return self._busy_timeout_ms
+
+    def _begin(self, driver: Any, queued_at: float) -> None:
+        """BEGIN IMMEDIATE, waiting for the write lock until the first write's time is up.
+
+        IMMEDIATE takes the write lock up front: a statement that starts reading and then
+        writes would get SQLITE_BUSY at once.
+        """
+        waited_ms = (time.monotonic() - queued_at) * 1000
+        if waited_ms > self.SLACK_MS:
+            _set_busy_timeout(driver, max(0, int(self._base_timeout(driver) - waited_ms)))
+            self._lowered = True
+        elif self._lowered:
+            _set_busy_timeout(driver, self._base_timeout(driver))
+            self._lowered = False
+        driver.execute("BEGIN IMMEDIATE")
+
+    def _rollback(self, driver: Any) -> None:
+        """Undo the transaction, if SQLite still holds one; a connection that cannot is replaced."""
+        try:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+        except Exception:
+            self._discard_connection()  # closing it rolls the transaction back
+
+    def _discard_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.invalidate()
+            self._connection = None
+
+    def _traced(self, write: _Write) -> Any:
         """Run one write through ``Connection.execute``, so the engine's listeners see it.
 
         It runs in the request's context, copied when the write was queued, so that its spans
-        are children of the request's.
+        are children of the request's. Each write is a transaction of its own.
         """
         try:
             if write.context is None:  # traced since the write was queued
@@ -227,26 +432,63 @@ class SqliteWriter:
         except Exception as exc:  # handed to the request that made the write
             return exc
 
-    def _through_sqlalchemy(self, write: _Write) -> Sequence[Row]:
+    def _through_sqlalchemy(self, write: _Write) -> Any:
         with self.engine.connect() as connection:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            driver: Any = connection.connection.driver_connection
+            base = self._base_timeout(driver)
+            waited_ms = (time.monotonic() - write.queued_at) * 1000
+            if waited_ms > self.SLACK_MS:
+                _set_busy_timeout(driver, max(0, int(base - waited_ms)))
             try:
-                rows = connection.execute(write.statement.statement, write.params).all()
-                connection.exec_driver_sql("COMMIT")
-            except Exception:
-                if connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
-                    connection.exec_driver_sql("ROLLBACK")
-                raise
-            return rows
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    if write.unit is None:
+                        assert write.statement is not None
+                        result: Any = connection.execute(
+                            write.statement.statement, write.params
+                        ).all()
+                    else:
+                        result = write.unit(partial(_run_through, connection))
+                    connection.exec_driver_sql("COMMIT")
+                except Exception:
+                    if driver.in_transaction:
+                        connection.exec_driver_sql("ROLLBACK")
+                    raise
+            finally:
+                if waited_ms > self.SLACK_MS:
+                    _set_busy_timeout(driver, base)
+            return result
 
 
-def _settle(batch: list[_Write], outcomes: list[Sequence[Row] | Exception]) -> None:
+def _run_on_unit_driver(
+    dialect: sa.Dialect, driver: Any, statement: Statement, params: dict[str, Any]
+) -> Sequence[Row]:
+    """A statement of a unit, on the sqlite3 connection, which must still hold the transaction."""
+    rows = run_on_driver(dialect, driver, statement, params)
+    if not driver.in_transaction:
+        raise TransactionLost("the transaction was rolled back under the unit")
+    return rows
+
+
+def _run_through(
+    connection: sa.Connection, statement: Statement, params: dict[str, Any]
+) -> Sequence[Row]:
+    """A statement of a unit, through SQLAlchemy, which must still hold the transaction."""
+    result = connection.execute(statement.statement, params)
+    rows = result.all() if result.returns_rows else []
+    if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        raise TransactionLost("the transaction was rolled back under the unit")
+    return rows
+
+
+def _settle(batch: list[_Write], outcomes: list[Any]) -> None:
     """Hand each write's outcome to its request, on the request's event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, Any]]] = {}
     for write, outcome in zip(batch, outcomes, strict=True):
         by_loop.setdefault(write.future.get_loop(), []).append((write, outcome))
     for loop, settled in by_loop.items():
-        loop.call_soon_threadsafe(_resolve, settled)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no one waits any more
+            loop.call_soon_threadsafe(_resolve, settled)
 
 
 def _resolve(settled: list[tuple[_Write, Any]]) -> None:

@@ -6,7 +6,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Index, Integer, String, func, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -16,6 +26,10 @@ AGE_MAX = 2**31 - 1
 """Largest age: the top of a 32-bit INTEGER, the narrowest integer column we run on."""
 ID_MAX = 2**63 - 1
 """Largest hero id: the top of a 64-bit BIGINT."""
+VERSION_MAX = 2**31 - 1
+"""Largest hero version: the top of the 32-bit INTEGER column that counts a hero's writes."""
+KEY_MAX_LENGTH = 255
+"""Longest ``Idempotency-Key``, in characters (ASCII)."""
 
 # SQLite only gives an auto-incrementing rowid to a column declared exactly INTEGER.
 HeroId = BigInteger().with_variant(Integer(), "sqlite")
@@ -100,3 +114,24 @@ class Hero(Base):
 Index("ix_heroes_age_id", Hero.age, Hero.id)
 # Sorting by name and the name_prefix search, both on the case-folded name.
 Index("ix_heroes_name_lower_id", func.lower(Hero.name), Hero.id)
+
+
+# Keys compare byte by byte on both databases: they are ASCII.
+Key = String(KEY_MAX_LENGTH).with_variant(String(KEY_MAX_LENGTH, collation="C"), "postgresql")
+
+
+class IdempotencyKey(Base):
+    """A create's ``Idempotency-Key``, stored with the hero it created, in the same transaction.
+
+    ``request_hash`` is the SHA-256 of the request (the operation and its decoded body), so that
+    the same key sent with another body is told apart; with it, ``hero_id`` and ``created_at``
+    give the first answer again (the body of the create holds the rest). A key older than
+    ``IDEMPOTENCY_KEY_RETENTION_SECONDS`` is forgotten: keyed creates delete such rows.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(Key, primary_key=True)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hero_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
@@ -35,8 +36,10 @@ from service.heroes.queries import (
     select_heroes,
 )
 from service.heroes.schemas import Deleted, HeroCreate, HeroPublic, HeroUpdate
+from service.http import idempotency
 from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
+from service.http.idempotency import request_key
 from service.http.resources import Resource
 
 MAX_PAGE = 100
@@ -98,6 +101,17 @@ ETAG_HEADER = ResponseHeader(
 )
 
 
+REPLAYED_HEADER = ResponseHeader(
+    name=idempotency.REPLAYED_HEADER,
+    value="true",  # an example, from which the schema is derived: never sent as such
+    description=(
+        "`true` when the answer is the first one given again, for a retry with the same "
+        "Idempotency-Key: nothing was created this time."
+    ),
+    documentation_only=True,
+)
+
+
 LINK_HEADER = ResponseHeader(
     name="Link",
     value='</heroes?limit=20&cursor=WzEsImlkIiwyMCwyMF0>; rel="next"',  # an example, never sent
@@ -140,17 +154,33 @@ class HeroController(Controller):
                 documentation_only=True,
             ),
             ETAG_HEADER,
+            REPLAYED_HEADER,
         ],
-        responses=documented(400, 413, 415, 503),
+        responses=documented(400, 409, 413, 415, 422, 503),
     )
     async def create_hero(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         data: Annotated[HeroCreate, Body(examples=[CREATE_EXAMPLE])],
     ) -> Response[HeroPublic]:
-        """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``."""
-        hero, version = await insert_hero(db, data)
+        """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``.
+
+        Send an ``Idempotency-Key`` (a UUID, new for each hero) to make the create safe to
+        retry: the same key with the same body, within 24 hours by default, creates nothing
+        and answers the first result again, with ``Idempotent-Replayed: true``.
+        """
+        # The header is documented by openapi.key_parameter (see idempotency.header_value).
+        idempotency_key = idempotency.header_value(request.scope)
+        if idempotency_key is None:
+            (hero, version), replayed = await insert_hero(db, data)
+        else:
+            key = request_key(idempotency_key, "createHero", msgspec.json.encode(data))
+            retention = request.app.state[idempotency.KEY_RETENTION_STATE]
+            (hero, version), replayed = await insert_hero(db, data, key, retention)
         headers = {"Location": f"/heroes/{hero.id}", "ETag": etag(version)}
+        if replayed:
+            headers[idempotency.REPLAYED_HEADER] = "true"
         return Response(hero, status_code=201, headers=headers)
 
     @get(

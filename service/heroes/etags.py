@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from service.database.tables import VERSION_MAX
+
 Versions = list[int] | None
 """The versions an ``If-Match`` header allows, or None for any (no header, or ``*``)."""
 
@@ -50,13 +52,18 @@ def entity_tags(value: str, header: str) -> list[str] | None:
 
 
 def allowed_versions(if_match: str | None) -> Versions:
-    """The versions an ``If-Match`` header names, compared strongly: weak tags match none."""
+    """The versions an ``If-Match`` header names, compared strongly: weak tags match none.
+
+    A tag of a version no hero can have (past ``VERSION_MAX``) matches nothing, like a stale one:
+    it is left out here rather than sent to a database that cannot hold it.
+    """
     if if_match is None:
         return None
     tags = entity_tags(if_match, "If-Match")
     if tags is None:
         return None
-    return [int(match[1]) for tag in tags if (match := _VERSION_TAG.fullmatch(tag))]
+    versions = (int(match[1]) for tag in tags if (match := _VERSION_TAG.fullmatch(tag)))
+    return [version for version in versions if version <= VERSION_MAX]
 
 
 def matches_any(if_none_match: str, version: int) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from litestar.openapi.spec import Link, OpenAPI, OpenAPIHeader, Schema
+from litestar.openapi.spec import Link, OpenAPI, OpenAPIHeader, Parameter, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from service.http.openapi import response
+from service.database.tables import KEY_MAX_LENGTH
+from service.http import idempotency
+from service.http.openapi import operation, response
 
 NEW_HERO_LINKS = {
     operation_id: Link(
@@ -18,10 +20,43 @@ NEW_HERO_LINKS = {
 """createHero's answer leads to the new hero's get, update and delete."""
 
 
+IDEMPOTENCY_KEY = Parameter(
+    name=idempotency.HEADER,
+    param_in="header",
+    required=False,
+    description=(
+        "A key of your own for this create (a UUID, new for each hero), so that it can be "
+        "retried safely: the same key with the same body answers the first result again and "
+        "creates nothing; with another body, 422; while the first is still running, 409. Kept "
+        "24 hours by default (IDEMPOTENCY_KEY_RETENTION_SECONDS). Up to 255 visible ASCII "
+        "characters, no spaces; a quoted string (RFC 8941) is the same key. Another value is "
+        "400."
+    ),
+    schema=Schema(
+        type=OpenAPIType.STRING,
+        pattern=idempotency.IDEMPOTENCY_KEY,
+        max_length=KEY_MAX_LENGTH,
+        examples=["8e03978e-40d5-43e8-bc93-6894a57f9324"],
+    ),
+)
+"""createHero's ``Idempotency-Key`` header, which its handler reads from the raw headers (see
+``service.http.idempotency.header_value``): no parameter of its signature documents it."""
+
+
 def complete_document(document: OpenAPI) -> None:
-    """Add createHero's links and make listHeroes' ``X-Total-Count`` an integer."""
+    """Add createHero's links and key, and make listHeroes' ``X-Total-Count`` an integer."""
     link_new_hero(document)
+    key_parameter(document)
     count_as_integer(document)
+
+
+def key_parameter(document: OpenAPI) -> None:
+    """Document createHero's ``Idempotency-Key`` request header."""
+    create = operation(document, "createHero")
+    others = [
+        p for p in create.parameters or [] if getattr(p, "name", None) != IDEMPOTENCY_KEY.name
+    ]
+    create.parameters = [*others, IDEMPOTENCY_KEY]
 
 
 def link_new_hero(document: OpenAPI) -> None:

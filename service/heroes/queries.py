@@ -10,18 +10,27 @@ here, for the EXPLAIN tests and for a reader checking what reaches the database.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
 
-from service.database.statements import Database, Row, Statement
-from service.database.tables import Hero
+from service.database.statements import (
+    Database,
+    DatabaseUnavailable,
+    InProgress,
+    Row,
+    Run,
+    Statement,
+)
+from service.database.tables import Hero, IdempotencyKey
 from service.heroes.cursors import Position, Sort, prefix_range
 from service.heroes.etags import Versions
 from service.heroes.schemas import HeroCreate, HeroPublic
+from service.http.idempotency import KeyInProgress, KeyReused, RequestKey
 
 heroes = cast(sa.Table, Hero.__table__)
+keys = cast(sa.Table, IdempotencyKey.__table__)
 
 
 class HeroNotFound(LookupError):
@@ -30,6 +39,16 @@ class HeroNotFound(LookupError):
 
 class HeroChanged(Exception):
     """The hero's current version is not one the client named in ``If-Match``."""
+
+
+DAY = timedelta(days=1)
+
+
+class Created(NamedTuple):
+    """A create's answer: the hero, and whether it is the first answer given again."""
+
+    stored: Stored
+    replayed: bool
 
 
 class Stored(NamedTuple):
@@ -60,6 +79,100 @@ INSERT_HERO = Statement(
         updated_at=sa.bindparam("now", type_=heroes.c.updated_at.type),
     )
     .returning(*ROW)
+)
+FIRST_VERSION = 1
+"""The version of a new hero (the column's default)."""
+
+# Idempotency keys (see IdempotencyKey). On SQLite a keyed create is a unit of these statements
+# in the writer's transaction; on PostgreSQL it is CREATE_ONCE, one statement.
+KEY_TIME = keys.c.created_at.type
+FORGET_AT_ONCE = 2
+"""Expired keys a keyed create deletes: more than it adds, so they never pile up."""
+SELECT_KEY = Statement(
+    sa.select(keys.c.request_hash, keys.c.hero_id, keys.c.created_at).where(
+        keys.c.key == sa.bindparam("key"),
+        keys.c.created_at > sa.bindparam("cutoff", type_=KEY_TIME),
+    )
+)
+FORGET_KEYS = Statement(
+    sa.delete(keys).where(
+        (keys.c.key == sa.bindparam("key"))
+        | keys.c.key.in_(
+            sa.select(keys.c.key)
+            .where(keys.c.created_at <= sa.bindparam("cutoff", type_=KEY_TIME))
+            .order_by(keys.c.created_at)
+            .limit(FORGET_AT_ONCE)
+        )
+    )
+)
+INSERT_KEY = Statement(
+    sa.insert(keys).values(
+        key=sa.bindparam("key"),
+        request_hash=sa.bindparam("request_hash"),
+        hero_id=sa.bindparam("hero_id"),
+        created_at=sa.bindparam("now", type_=KEY_TIME),
+    )
+)
+CREATE_ONCE = Statement(
+    # PostgreSQL only, and clearer as SQL. The key's row is inserted first, under an id taken
+    # from the heroes' sequence, and the hero only if the key's row was: the key's unique index
+    # decides, even for a key committed by another create after this statement's snapshot. An
+    # expired key's row is taken over. The advisory lock (held to the end of the statement's
+    # transaction) tells a create still running with the same key ("busy"), without waiting.
+    sa.text(
+        """
+        WITH lock AS (
+            SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0)) AS free
+        ), found AS (
+            SELECT request_hash, hero_id, created_at FROM idempotency_keys
+            WHERE key = :key AND created_at > :cutoff
+        ), new_id AS (
+            SELECT nextval(pg_get_serial_sequence('heroes', 'id')) AS id FROM lock
+            WHERE free AND NOT EXISTS (SELECT FROM found)
+        ), new_key AS (
+            INSERT INTO idempotency_keys (key, request_hash, hero_id, created_at)
+            SELECT :key, :request_hash, id, :now FROM new_id
+            ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash,
+                hero_id = excluded.hero_id, created_at = excluded.created_at
+            WHERE idempotency_keys.created_at <= :cutoff
+            RETURNING hero_id
+        ), new_hero AS (
+            INSERT INTO heroes (id, name, age, secret_name, created_at, updated_at)
+            SELECT hero_id, :name, :age, :secret_name, :now, :now FROM new_key
+            RETURNING id, name, age, created_at, updated_at, version
+        ), forgotten AS (
+            DELETE FROM idempotency_keys WHERE key IN (
+                SELECT key FROM idempotency_keys WHERE created_at <= :cutoff AND key <> :key
+                ORDER BY created_at LIMIT :forget FOR UPDATE SKIP LOCKED
+            )
+        )
+        SELECT 'created' AS outcome, id, name, age, created_at, updated_at, version,
+            NULL::bytea AS request_hash
+        FROM new_hero
+        UNION ALL
+        SELECT 'found', hero_id, NULL, NULL, created_at, created_at, NULL, request_hash
+        FROM found
+        UNION ALL
+        SELECT 'busy', NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        FROM lock WHERE NOT free AND NOT EXISTS (SELECT FROM found)
+        """
+    )
+    .bindparams(
+        sa.bindparam("key", type_=keys.c.key.type),
+        sa.bindparam("request_hash", type_=keys.c.request_hash.type),
+        sa.bindparam("now", type_=KEY_TIME),
+        sa.bindparam("cutoff", type_=KEY_TIME),
+        sa.bindparam("name", type_=heroes.c.name.type),
+        sa.bindparam("age", type_=heroes.c.age.type),
+        sa.bindparam("secret_name", type_=heroes.c.secret_name.type),
+        sa.bindparam("forget", FORGET_AT_ONCE, type_=sa.Integer),
+    )
+    .columns(
+        sa.column("outcome", sa.String),
+        *(sa.column(column.name, column.type) for column in ROW),
+        sa.column("request_hash", keys.c.request_hash.type),
+    ),
+    writes=True,
 )
 DELETE_HERO = {
     conditional: Statement(
@@ -266,12 +379,69 @@ async def count_heroes(db: Database, filters: Filters) -> int:
     return int(row[0]) if row else 0
 
 
-async def insert_hero(db: Database, hero: HeroCreate) -> Stored:
-    """Store a new hero and return it with its id."""
-    rows = await db.fetch(
-        INSERT_HERO, name=hero.name, age=hero.age, secret_name=hero.secret_name, now=_now()
-    )
-    return Stored.from_row(rows[0])
+async def insert_hero(
+    db: Database, hero: HeroCreate, key: RequestKey | None = None, retention: timedelta = DAY
+) -> Created:
+    """Store a new hero and return it with its id.
+
+    With a ``key``: at most once. If the key was stored within ``retention`` with the same
+    request, nothing is stored and the first answer is returned again (``replayed``); with
+    another request, :class:`KeyReused`; if a create with it is still running,
+    :class:`KeyInProgress`. The key is stored with the hero, in the same transaction.
+    """
+    now = _now()
+    params: dict[str, Any] = {
+        "name": hero.name,
+        "age": hero.age,
+        "secret_name": hero.secret_name,
+        "now": now,
+    }
+    if key is None:
+        rows = await db.fetch(INSERT_HERO, **params)
+        return Created(Stored.from_row(rows[0]), replayed=False)
+    params |= {"key": key.key, "request_hash": key.request_hash, "cutoff": now - retention}
+    try:
+        outcome, row = await _create_once(db, params)
+    except InProgress:
+        raise KeyInProgress from None
+    except DatabaseUnavailable as exc:
+        exc.keyed = True  # a retry with the key is safe, whatever became of this one
+        raise
+    if outcome == "created":
+        return Created(Stored.from_row(row), replayed=False)
+    hero_id, created_at, request_hash = row
+    if request_hash != key.request_hash:
+        raise KeyReused
+    first = HeroPublic(hero_id, hero.name, hero.age, created_at, created_at)
+    return Created(Stored(first, FIRST_VERSION), replayed=True)
+
+
+async def _create_once(db: Database, params: dict[str, Any]) -> tuple[str, Row]:
+    """``("created", hero row)`` or ``("found", (hero_id, created_at, request_hash))``."""
+    if db.runs_units:
+        return await db.run_unit(functools.partial(_create_once_unit, params), claim=params["key"])
+    for _ in range(3):
+        rows = await db.fetch(CREATE_ONCE, **params)
+        if rows and rows[0][0] == "busy":
+            raise KeyInProgress
+        if rows and rows[0][0] == "created":
+            return "created", rows[0][1:7]
+        if rows:
+            return "found", (rows[0][1], rows[0][4], rows[0][7])
+        # Nothing: the key was committed by another create between this statement's snapshot
+        # and its insert, which then did nothing. Run again, it is found.
+    raise KeyInProgress
+
+
+def _create_once_unit(params: dict[str, Any], run: Run) -> tuple[str, Row]:
+    """The keyed create on SQLite: several statements in the writer's transaction."""
+    found = run(SELECT_KEY, params)
+    if found:
+        return "found", (found[0][1], found[0][2], found[0][0])
+    run(FORGET_KEYS, params)  # expired ones, this key's included
+    row = run(INSERT_HERO, params)[0]
+    run(INSERT_KEY, {**params, "hero_id": row[0]})
+    return "created", row
 
 
 async def patch_hero(

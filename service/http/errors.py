@@ -18,8 +18,16 @@ from litestar.types import ExceptionHandlersMap, Scope
 from msgspec import Meta, Struct
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.database.statements import DatabaseUnavailable, WriteRefused, database_error
+from service.database.statements import (
+    DatabaseUnavailable,
+    InvalidValue,
+    WriteRefused,
+    database_error,
+)
+from service.http import idempotency
 from service.http.decoding import NO_NUL
+from service.http.idempotency import KeyInProgress, KeyReused, MalformedIdempotencyKey
+from service.http.security import WRITE_METHODS
 
 logger = logging.getLogger("service")
 
@@ -51,12 +59,20 @@ ERROR_DESCRIPTIONS = {
     400: "The request is invalid: `extra` names each wrong field and says what is wrong.",
     401: "Writes need `Authorization: Bearer <API key>`: the service runs with an API_KEY.",
     404: "Nothing is at this URL.",
-    409: "The database refused the write (a constraint failed at commit); nothing was stored.",
+    409: (
+        "The database refused the write (a constraint failed at commit); nothing was stored. "
+        "Or a request with the same Idempotency-Key is still in progress: retry after "
+        "`Retry-After` seconds."
+    ),
     412: "The resource is no longer at the ETag sent in If-Match; GET it again and retry.",
+    422: "The Idempotency-Key was used with another request body: send a new key.",
     413: "The request body is larger than the service accepts.",
     415: "The request body is not JSON: send it with `Content-Type: application/json`.",
     429: "Too many requests from this client: retry after `RateLimit-Reset` seconds.",
-    503: "The database is busy or unavailable: retry after `Retry-After` seconds.",
+    503: (
+        "The database is busy or unavailable: retry after `Retry-After` seconds. For a write, "
+        "`detail` says whether it may have been stored, and so whether a retry is safe."
+    ),
 }
 
 
@@ -146,17 +162,68 @@ def _conflict(request: Request[Any, Any, Any], exc: Exception) -> Response[Error
     return error_response(409, "The database refused the write; nothing was stored.")
 
 
-def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+def _database_unavailable(
+    request: Request[Any, Any, Any], exc: DatabaseUnavailable
+) -> Response[Error]:
     logger.warning(
-        "%s %s: database unavailable: %s [%s]",
+        "%s %s: database unavailable%s: %s [%s]",
+        request.method,
+        request.url.path,
+        ", the write in doubt" if exc.in_doubt and request.method in WRITE_METHODS else "",
+        exc,
+        request_ids(request.scope),
+    )
+    return error_response(
+        503,
+        retry_advice(request.method, exc),
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def retry_advice(method: str, exc: DatabaseUnavailable) -> str:
+    """What a 503 says: for a write, whether it may have been stored and how to retry it."""
+    if method not in WRITE_METHODS:
+        return "The database is busy or unavailable; retry shortly."
+    if exc.keyed:
+        return (
+            "The database is busy or unavailable. Retrying with the same Idempotency-Key is "
+            "safe: the write is done at most once."
+        )
+    if not exc.in_doubt:
+        return "The database is busy or unavailable; nothing was stored, retrying is safe."
+    return (
+        "The connection to the database was lost during the write, which may have been "
+        "stored: check before retrying. A create sent with an Idempotency-Key can be retried "
+        "safely."
+    )
+
+
+def _invalid_value(request: Request[Any, Any, Any], exc: Exception) -> Response[Error]:
+    # The validation should have refused the value: logged as the gap it is.
+    logger.error(
+        "%s %s: a value reached the database, which refused it: %s [%s]",
         request.method,
         request.scope["path"],
         exc,
         request_ids(request.scope),
     )
     return error_response(
-        503,
-        "The database is busy or unavailable; retry shortly.",
+        400, "A value of the request is out of what the database can hold; nothing was stored."
+    )
+
+
+def _key_reused(request: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+    detail = f"Validation failed for {request.method} {request.scope['path']}"
+    said = "This key was used with another request body: a new request needs a new key"
+    return error_response(422, detail, [ErrorDetail(said, idempotency.HEADER, "header")])
+
+
+def _key_in_progress(_request: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+    said = "The request first sent with this key has not been answered yet"
+    return error_response(
+        409,
+        "A request with this Idempotency-Key is still in progress; retry shortly.",
+        [ErrorDetail(said, idempotency.HEADER, "header")],
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
@@ -168,6 +235,8 @@ def _sqlalchemy_error(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> 
         return _conflict(request, translated)
     if isinstance(translated, DatabaseUnavailable):
         return _database_unavailable(request, translated)
+    if isinstance(translated, InvalidValue):
+        return _invalid_value(request, translated)
     return _internal_error(request, exc)
 
 
@@ -188,6 +257,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     # exhausted pool (service.database.statements sorts the drivers' errors into these two).
     DatabaseUnavailable: _database_unavailable,
     WriteRefused: _conflict,
+    InvalidValue: _invalid_value,
+    # A write sent with an Idempotency-Key (service.http.idempotency).
+    MalformedIdempotencyKey: invalid_input("header", lambda exc: (str(exc), exc.header)),
+    KeyReused: _key_reused,
+    KeyInProgress: _key_in_progress,
     SQLAlchemyError: _sqlalchemy_error,
     Exception: _internal_error,
 }

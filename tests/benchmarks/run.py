@@ -9,6 +9,8 @@ each app in turn, after a warm-up:
 - ``get-one``: ``GET /heroes/{id}`` for random ids of the seeded heroes;
 - ``list-20``: ``GET /heroes/?offset=0&limit=20``;
 - ``create``: ``POST /heroes/`` with a JSON body;
+- ``create-keyed``: ``create`` with an ``Idempotency-Key``, new for every request (ours only):
+  what the key costs;
 - ``by-name``: ``GET /heroes/?name=...&limit=20`` for random seeded names (ours only: the
   tutorial app and the ceiling have no filters);
 - ``mixed``: 60% get one, 20% list, 10% create, 10% patch (ours only), for ``--workers``.
@@ -199,6 +201,30 @@ def random_hero_script(path: str) -> str:
     """
 
 
+KEYED_CREATE_SCRIPT = f"""
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 100 + id)
+end
+local function uuid4()
+  local r = math.random
+  return string.format("%04x%04x-%04x-4%03x-%04x-%04x%04x%04x",
+    r(0, 0xffff), r(0, 0xffff), r(0, 0xffff), r(0, 0xfff), r(0x8000, 0xbfff),
+    r(0, 0xffff), r(0, 0xffff), r(0, 0xffff))
+end
+request = function()
+  local headers = {{["Content-Type"] = "application/json", ["Idempotency-Key"] = uuid4()}}
+  return wrk.format("POST", nil, headers, '{CREATE_BODY}')
+end
+"""
+"""``create`` with an Idempotency-Key, a random UUID for every request (ours only): what the key
+costs, as clients that follow the advice (a UUID per hero) use it."""
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
@@ -213,6 +239,7 @@ SCENARIOS = {
             wrk.headers["Content-Type"] = "application/json"
             """,
         ),
+        Scenario("create-keyed", "/heroes/", KEYED_CREATE_SCRIPT, apps=("ours",)),
         Scenario(
             "by-name", "/", random_hero_script("/heroes/?limit=20&name=Hero%20"), apps=("ours",)
         ),

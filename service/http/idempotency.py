@@ -1,0 +1,90 @@
+"""The ``Idempotency-Key`` request header: a client's name for one attempt at a write.
+
+As the IETF HTTPAPI draft "The Idempotency-Key HTTP Header Field" has it (and Stripe's API
+before it): a client that retries a POST with the same key gets the first result again, and the
+write is done at most once. Pure functions and the errors of the protocol; storing the keys is
+each resource's (with what it wrote, in the same transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import TYPE_CHECKING, NamedTuple
+
+from service.database.tables import KEY_MAX_LENGTH
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
+HEADER = "Idempotency-Key"
+_HEADER_NAME = HEADER.lower().encode()
+KEY_RETENTION_STATE = "idempotency_key_retention"
+"""Where the app's state keeps how long keys are kept (a ``timedelta``, from the settings)."""
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""Sent as ``true`` on an answer given again for a retry (the name Stripe's API uses)."""
+
+IDEMPOTENCY_KEY = r'^("([ !#-\[\]-~]|\\["\\])+"|[!#-~]+)$'
+"""What the header may hold: a Structured Field string (RFC 8941), as the draft defines the
+header (``"8e03978e-40d5-43e8"``), or the same characters unquoted, as most clients send it:
+visible ASCII, no space, no quote. At most ``KEY_MAX_LENGTH`` characters in all. Written for
+Python and ECMAScript alike; the OpenAPI document states it as the header's pattern."""
+
+_SYNTAX = re.compile(IDEMPOTENCY_KEY)
+_ESCAPE = re.compile(r"\\(.)")
+
+
+class MalformedIdempotencyKey(ValueError):
+    """An ``Idempotency-Key`` header that is not a key."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"{HEADER} must be 1 to {KEY_MAX_LENGTH} visible ASCII characters without spaces, "
+            'such as a UUID, optionally as a quoted string ("...")'
+        )
+        self.header = HEADER
+
+
+class KeyReused(Exception):
+    """The key was used with another request: the same key must come with the same body."""
+
+
+class KeyInProgress(Exception):
+    """A request with the same key is still being processed: retry once it has answered."""
+
+
+class RequestKey(NamedTuple):
+    """An idempotency key, and the fingerprint of the request that came with it."""
+
+    key: str
+    request_hash: bytes
+    """SHA-256 of the operation and its decoded request: the same key with another request
+    is told apart by it."""
+
+
+def header_value(scope: Scope) -> str | None:
+    """The request's ``Idempotency-Key``, or None; :class:`MalformedIdempotencyKey` if repeated.
+
+    Read from the ASGI scope's raw headers: a header parameter in the handler's signature makes
+    Litestar build the request's header map for every create, keyed or not, which cost a create
+    about 8% more.
+    """
+    found = [value for name, value in scope["headers"] if name == _HEADER_NAME]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise MalformedIdempotencyKey
+    return found[0].decode("latin-1")
+
+
+def request_key(header: str, operation: str, request: bytes) -> RequestKey:
+    """The key ``header`` holds (unquoted) and the fingerprint of ``operation``'s ``request``.
+
+    ``request`` is the request as decoded and encoded again (canonical: fields the API ignores
+    are gone, ``age`` absent or null are alike). Raises :class:`MalformedIdempotencyKey`.
+    """
+    if len(header) > KEY_MAX_LENGTH or not _SYNTAX.fullmatch(header):
+        raise MalformedIdempotencyKey
+    key = _ESCAPE.sub(r"\1", header[1:-1]) if header.startswith('"') else header
+    digest = hashlib.sha256(operation.encode() + b"\n" + request).digest()
+    return RequestKey(key, digest)
