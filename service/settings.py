@@ -11,6 +11,7 @@ import msgspec
 from dotenv import dotenv_values
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Pooler = Literal["none", "transaction"]
 SECRET_FIELDS = frozenset({"api_key"})
 """Settings whose values are never shown."""
 REDACTED = "**redacted**"
@@ -48,6 +49,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds to wait for PostgreSQL to accept a connection before the request gets 503."""
     db_statement_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
     """Longest a PostgreSQL statement may run (0: no limit); a hero query takes well under 1 ms."""
+    db_pooler: Pooler = "none"
+    """``transaction``: a transaction pooler (PgBouncer's ``pool_mode = transaction``, RDS Proxy,
+    Supavisor...) stands between the service and PostgreSQL, so that successive transactions of
+    one connection may run on different server sessions: nothing is prepared under a name, and
+    no setting is given to the session (see ``service.database.pooled``)."""
     api_key: str = ""
     """Comma-separated keys; if set, POST, PATCH and DELETE need ``Authorization: Bearer <key>``
     with any one of them (several let a new key roll out before the old one goes); reads stay open.
