@@ -25,7 +25,8 @@ from service.app import create_app
 from service.database.engines import database_config
 from service.database.tables import Hero
 from service.settings import Settings
-from tests.helpers import direct_engine
+from tests import pgbouncer
+from tests.helpers import direct_engine, settings_for
 
 POSTGRES_SERVER = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -86,13 +87,37 @@ def redis_key_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "pgbouncer"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each kind the service supports."""
+    """An empty database of each kind the service supports: a SQLite file, PostgreSQL, and
+    PostgreSQL through PgBouncer in transaction mode (apps there run with DB_POOLER=transaction)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'heroes.db'}"
         return
+    if request.param == "pgbouncer":
+        yield request.getfixturevalue("pgbouncer_database")
+        return
     yield request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture(scope="session")
+def session_pgbouncer(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
+    """PgBouncer in transaction mode in front of the session's PostgreSQL server."""
+    if reason := pgbouncer.missing():
+        if IN_CI:
+            pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
+        pytest.skip(reason)
+    url = sa.make_url(postgres_url)
+    with pgbouncer.PgBouncer((url.host or "127.0.0.1", url.port or 5432)) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pgbouncer_database(postgres_database: str, session_pgbouncer: pgbouncer.PgBouncer) -> str:
+    """The session's PostgreSQL database through PgBouncer, with no heroes (emptied afterwards)."""
+    url = session_pgbouncer.url(postgres_database)
+    pgbouncer.POOLED_URLS.add(url)
+    return url
 
 
 @pytest.fixture
@@ -118,7 +143,7 @@ def migrate(url: str) -> None:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """Settings for an app on the test's database."""
-    return Settings(database_url=database_url)
+    return settings_for(database_url)
 
 
 @pytest.fixture

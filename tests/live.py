@@ -26,6 +26,8 @@ from typing import Any
 import aiohttp
 import httpx
 
+from tests.pgbouncer import pooler_for
+
 REQUEST_TIMEOUT = 30.0
 """A request that takes longer than this counts as a timeout, a failure of the run."""
 
@@ -55,7 +57,13 @@ class Server:
         with self.log.open("ab") as stderr:
             self.process = subprocess.Popen(
                 [*command, "--workers", str(workers)],
-                env={**os.environ, "DATABASE_URL": database_url, "ACCESS_LOG": "false", **env},
+                env={
+                    **os.environ,
+                    "DATABASE_URL": database_url,
+                    "DB_POOLER": pooler_for(database_url),
+                    "ACCESS_LOG": "false",
+                    **env,
+                },
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
