@@ -88,7 +88,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
     )
     try:
-        serving.run(config)
+        serving.run(config, leave_seconds=settings.shutdown_drain_seconds)
     except KeyboardInterrupt:
         pass
     finally:

@@ -54,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     Supavisor...) stands between the service and PostgreSQL, so that successive transactions of
     one connection may run on different server sessions: nothing is prepared under a name, and
     no setting is given to the session (see ``service.database.pooled``)."""
+    shutdown_drain_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
+    """On SIGTERM, seconds the service keeps serving while ``/health/ready`` answers 503, so
+    that a load balancer takes it out of rotation before it stops accepting connections."""
     api_key: str = ""
     """Comma-separated keys; if set, POST, PATCH and DELETE need ``Authorization: Bearer <key>``
     with any one of them (several let a new key roll out before the old one goes); reads stay open.

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,10 +45,19 @@ class Server:
     """``python -m service`` running in a subprocess on a free local port."""
 
     def __init__(
-        self, database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+        self,
+        database_url: str,
+        *,
+        workers: int = 1,
+        log: Path | None = None,
+        port: int | None = None,
+        **env: str,
     ) -> None:
-        """Start the server; with ``log``, its stderr (access log included) goes to that file."""
-        self.port = free_port()
+        """Start the server; with ``log``, its stderr (access log included) goes to that file.
+
+        ``port``: where it listens (default: a free port), to start it again where it was.
+        """
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         # Read to know when every worker has started, so never a pipe that could fill up.
@@ -166,11 +176,15 @@ class LoadReport:
 
 
 async def _client(
-    http: aiohttp.ClientSession, report: LoadReport, deadline: float, seed: int
+    http: aiohttp.ClientSession,
+    report: LoadReport,
+    deadline: float,
+    seed: int,
+    stop: threading.Event | None,
 ) -> None:
     rng = random.Random(seed)
     mine: list[int] = []
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop and stop.is_set()):
         action = rng.choice(["create", "create", "read", "list", "patch", "delete"])
         try:
             status = await _act(http, report, rng, mine, action)
@@ -223,14 +237,19 @@ async def _act(
         return response.status
 
 
-async def run_load(base_url: str, *, clients: int, seconds: float) -> LoadReport:
-    """Drive the server with ``clients`` concurrent clients mixing every operation."""
+async def run_load(
+    base_url: str, *, clients: int, seconds: float, stop: threading.Event | None = None
+) -> LoadReport:
+    """Drive the server with ``clients`` concurrent clients mixing every operation, for
+    ``seconds`` or until ``stop`` is set."""
     report = LoadReport()
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as http:
         deadline = time.monotonic() + seconds
-        await asyncio.gather(*(_client(http, report, deadline, seed) for seed in range(clients)))
+        await asyncio.gather(
+            *(_client(http, report, deadline, seed, stop) for seed in range(clients))
+        )
     return report
 
 
