@@ -108,7 +108,9 @@ def session_pgbouncer(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
             pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
         pytest.skip(reason)
     url = sa.make_url(postgres_url)
-    with pgbouncer.PgBouncer((url.host or "127.0.0.1", url.port or 5432)) as bouncer:
+    target = (url.host or "127.0.0.1", url.port or 5432)
+    # Four server connections, as in the setup the issue reproduced its failures on.
+    with pgbouncer.PgBouncer(target, user=url.username, pool_size=4) as bouncer:
         yield bouncer
 
 

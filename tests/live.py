@@ -140,7 +140,7 @@ def running_server(
     database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
 ) -> Iterator[Server]:
     """A server for the duration of the ``with`` block."""
-    server = Server(database_url, workers=workers, log=log, **env)
+    server = Server(database_url, workers=workers, log=log, port=None, **env)
     try:
         yield server
     finally:

@@ -1,14 +1,15 @@
-"""Debian's PgBouncer in transaction mode, started on a free port for the tests and benchmarks.
+"""Debian's PgBouncer, started on a free port for the tests and benchmarks, as deploy/ has it.
 
-PgBouncer refuses to run as root: as root it is started with ``-u postgres`` (its files in a
-directory that user can read). It forwards every database name to one PostgreSQL server, as
-``* = host=... port=...`` does, with the settings users run it with (``pool_mode =
-transaction``); ``ignore_startup_parameters`` lets the service's direct mode connect too, as in
-the setup the issue reproduced, so that its prepared statements fail there as they did.
+It runs the repository's example, ``deploy/pgbouncer.ini`` (transaction mode and the rest),
+but for where it listens, how it authenticates (trust), the pool size and the queue's timeout
+when a test sets them, and its database line: every database name goes to the PostgreSQL server
+under test, with the example's options (``timezone=UTC``). PgBouncer refuses to run as root: as
+root it is started with ``-u postgres``, its files in a directory that user can read.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import psycopg
 import sqlalchemy as sa
@@ -28,6 +29,8 @@ POOLED_URLS: set[str] = set()
 """Database URLs that reach PostgreSQL through a test PgBouncer: apps on them run in the pooler
 mode (``DB_POOLER=transaction``), as an operator would set it for that URL."""
 BINARY = "pgbouncer"
+EXAMPLE = Path(__file__).parents[1] / "deploy" / "pgbouncer.ini"
+"""The configuration the repository recommends; the tests run it."""
 RUN_AS = "postgres"
 """The user PgBouncer runs as when started by root."""
 
@@ -51,30 +54,42 @@ class PgBouncer:
         self,
         target: tuple[str, int],
         *,
-        pool_size: int = 4,
-        max_client_conn: int = 1000,
-        query_wait_timeout: float = 120,
-        **settings: str | int | float,
+        user: str | None = None,
+        pool_size: int | None = None,
+        **settings: str | int | float | Path,
     ) -> None:
-        """Configure it (nothing runs until :meth:`start`); ``settings`` go to ``[pgbouncer]``."""
+        """Configure it (nothing runs until :meth:`start`); ``settings`` go to ``[pgbouncer]``.
+
+        ``user``: the PostgreSQL user the clients connect as (``postgres`` by default);
+        ``pool_size``: ``default_pool_size``, the example's unless given.
+        """
         self.target = target
+        self.users = sorted({RUN_AS, user or RUN_AS})
+        example = configparser.ConfigParser(
+            comment_prefixes=(";", "#"), inline_comment_prefixes=None, interpolation=None
+        )
+        example.read(EXAMPLE)
+        (database,) = example["databases"].values()
+        self.database_options = " ".join(
+            option
+            for option in database.split()
+            if option.partition("=")[0] not in ("host", "port", "dbname")
+        )
         with socket.socket() as sock:  # a free port (tests.live, which imports this, has one too)
             sock.bind(("127.0.0.1", 0))
             self.port: int = sock.getsockname()[1]
-        self.settings: dict[str, str | int | float] = {
+        self.directory = Path(tempfile.mkdtemp(prefix="hero-pgbouncer-"))
+        self.settings: dict[str, str | int | float | Path] = {
+            **example["pgbouncer"],
             "listen_addr": "127.0.0.1",
             "listen_port": self.port,
             "unix_socket_dir": "",
             "auth_type": "trust",
+            "auth_file": self.directory / "users.txt",
             "admin_users": RUN_AS,
-            "pool_mode": "transaction",
-            "default_pool_size": pool_size,
-            "max_client_conn": max_client_conn,
-            "query_wait_timeout": query_wait_timeout,
-            "ignore_startup_parameters": "extra_float_digits,statement_timeout,options",
+            **({"default_pool_size": pool_size} if pool_size else {}),
             **settings,
         }
-        self.directory = Path(tempfile.mkdtemp(prefix="hero-pgbouncer-"))
         self.log = self.directory / "pgbouncer.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -86,12 +101,11 @@ class PgBouncer:
     def start(self) -> Self:
         """Start PgBouncer and wait until it answers."""
         host, port = self.target
-        auth = self.directory / "users.txt"
-        auth.write_text(f'"{RUN_AS}" ""\n"{os.environ.get("USER", RUN_AS)}" ""\n')
+        # auth_type trust: no password, but the user must be listed.
+        (self.directory / "users.txt").write_text("".join(f'"{u}" ""\n' for u in self.users))
         config = self.directory / "pgbouncer.ini"
-        lines = ["[databases]", f"* = host={host} port={port}", "[pgbouncer]"]
-        lines += [f"auth_file = {auth}"]
-        lines += [f"{key} = {value}" for key, value in self.settings.items()]
+        lines = ["[databases]", f"* = host={host} port={port} {self.database_options}"]
+        lines += ["[pgbouncer]", *(f"{key} = {value}" for key, value in self.settings.items())]
         config.write_text("\n".join(lines) + "\n")
         self.directory.chmod(0o755)
         command = [BINARY, *(["-u", RUN_AS] if os.geteuid() == 0 else []), str(config)]
@@ -112,19 +126,25 @@ class PgBouncer:
         self.stop()
         raise RuntimeError(f"pgbouncer did not listen: {self.log.read_text(errors='replace')}")
 
-    def server_connections(self, database: str) -> int:
-        """How many connections to PostgreSQL it holds for ``database`` (``SHOW POOLS``)."""
+    @property
+    def pid(self) -> int:
+        """The PgBouncer process."""
+        if self.process is None:
+            raise RuntimeError("pgbouncer is not running")
+        return self.process.pid
+
+    def show(self, what: str) -> list[dict[str, Any]]:
+        """A ``SHOW`` command of PgBouncer's admin console (``SERVERS``, ``POOLS``...)."""
         with psycopg.connect(
             f"postgresql://{RUN_AS}@127.0.0.1:{self.port}/pgbouncer", autocommit=True
         ) as admin:
-            rows = admin.execute("SHOW POOLS").fetchall()
-            names = [column.name for column in admin.execute("SHOW POOLS").description or []]
-        pools = [dict(zip(names, row, strict=True)) for row in rows]
-        return sum(
-            int(pool["sv_active"]) + int(pool["sv_idle"]) + int(pool["sv_used"])
-            for pool in pools
-            if pool["database"] == database
-        )
+            cursor = admin.execute(f"SHOW {what}")
+            names = [column.name for column in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def server_pids(self) -> list[int]:
+        """The PostgreSQL backends of its server connections."""
+        return [int(server["remote_pid"]) for server in self.show("SERVERS")]
 
     def stop(self) -> None:
         """Stop PgBouncer and remove its files."""

@@ -64,7 +64,8 @@ def one_session(postgres_database: str) -> Iterator[pgbouncer.PgBouncer]:
             pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
         pytest.skip(reason)
     url = sa.make_url(postgres_database)
-    with pgbouncer.PgBouncer((url.host or "127.0.0.1", url.port or 5432), pool_size=1) as bouncer:
+    target = (url.host or "127.0.0.1", url.port or 5432)
+    with pgbouncer.PgBouncer(target, user=url.username, pool_size=1) as bouncer:
         yield bouncer
 
 

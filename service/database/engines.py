@@ -124,6 +124,8 @@ def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
         if is_closed() if is_closed is not None else getattr(driver, "closed", False):
             raise sa.exc.DisconnectionError("connection closed by the server")
 
+    if settings.db_pooler == "transaction":
+        pooled.begin_explicitly(engine)
     return engine
 
 

@@ -17,11 +17,12 @@ leaves nothing on a session beyond the transaction that made it:
   clients then get. The service bounds each statement itself instead (``bound``): past
   ``DB_POOL_TIMEOUT`` (waiting in the pooler's queue for a session) plus
   ``DB_STATEMENT_TIMEOUT_MS`` (running), the statement is cancelled and the request gets 503.
-- **One statement, one transaction.** Each API statement runs in autocommit: its own
-  transaction, committed when it answers, so no transaction spans two round trips and the
-  pooler hands the session back at once. Plugin sessions (``db_session``), the startup schema
-  check and migrations keep their ``BEGIN`` ... ``COMMIT``, within which the pooler keeps one
-  session.
+- **One statement, one transaction.** psycopg's connections are in autocommit: each API
+  statement is its own transaction, committed when it answers, with no ``BEGIN`` and
+  ``COMMIT`` round trips, and the pooler hands the session back at once. Where SQLAlchemy opens
+  a transaction (plugin sessions, ``db_session``; the startup schema check; migrations), an
+  explicit ``BEGIN`` opens it, and its ``COMMIT`` or ``ROLLBACK`` ends it: the pooler keeps one
+  session for it in between.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlalchemy.util import greenlet_spawn
 
 from service.database.statements import (
@@ -85,8 +87,29 @@ def engine_arguments(url: URL, settings: Settings) -> dict[str, Any]:
         "connect_args": {
             "connect_timeout": settings.db_connect_timeout,
             "prepare_threshold": None,
+            "autocommit": True,
         },
     }
+
+
+def begin_explicitly(engine: AsyncEngine) -> None:
+    """Open SQLAlchemy's transactions on psycopg's autocommit connections with ``BEGIN``.
+
+    SQLAlchemy expects the driver to begin a transaction by itself before a statement; in
+    autocommit psycopg does not, so each transaction SQLAlchemy begins gets an explicit
+    ``BEGIN``. SQLAlchemy then ends it through psycopg's ``commit()`` or ``rollback()``, which
+    send ``COMMIT`` or ``ROLLBACK`` while a transaction is open, autocommit or not.
+    """
+    if engine.dialect.driver != "psycopg":
+        return
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute("BEGIN")
+        finally:
+            cursor.close()
 
 
 def _unnamed() -> str:
@@ -150,17 +173,12 @@ class PooledPostgresDatabase(Database):
             return compiled.rows(rows)
 
     async def _on_psycopg(self, driver: Any, sql: str, arguments: list[Any]) -> Sequence[Row]:
-        # The pool's connections are in transactions mode for plugin sessions; a statement of
-        # the API is its own transaction, without BEGIN and COMMIT round trips.
-        await driver.set_autocommit(True)
-        try:
-            async with asyncio.timeout(self.bound), driver.cursor() as cursor:
-                await cursor.execute(sql, arguments)
-                rows: Sequence[Row] = await cursor.fetchall()
-                return rows
-        finally:
-            if not driver.closed:
-                await driver.set_autocommit(False)
+        # In autocommit (engine_arguments), the statement is its own transaction. Results come
+        # in binary, which psycopg reads with less work than text.
+        async with asyncio.timeout(self.bound), driver.cursor() as cursor:
+            await cursor.execute(sql, arguments, binary=True)
+            rows: Sequence[Row] = await cursor.fetchall()
+            return rows
 
     def _dropped(self, connection: PoolProxiedConnection, exc: Exception) -> bool:
         driver: Any = connection.driver_connection
