@@ -37,6 +37,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from service.database.statements import (
     Database,
+    DatabaseUnavailable,
     Row,
     Statement,
     raise_as_database_error,
@@ -140,6 +141,11 @@ class PooledPostgresDatabase(Database):
             return await self._fetch_on_driver(statement, params)
         except Exception as exc:
             raise_as_database_error(exc)
+            if isinstance(exc, self.engine.dialect.loaded_dbapi.OperationalError):
+                # psycopg's failures to connect (refused, timed out) carry no SQLSTATE, and
+                # the pool's connect raises them unwrapped.
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                raise DatabaseUnavailable(f"{type(exc).__name__}: {first_line}") from None
             raise
 
     async def _fetch_on_driver(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
