@@ -119,6 +119,17 @@ def _unnamed() -> str:
     return ""
 
 
+def _worth_retrying(exc: BaseException) -> bool:
+    """Whether a read whose connection died may succeed at once on a new one.
+
+    Not after its bound ran out, nor when the pooler refused it and closed the connection
+    (PgBouncer answers SQLSTATE 08P01 when its queue wait, ``query_wait_timeout``, ran out or
+    it cannot reach PostgreSQL): trying again would wait as long again, or fail as fast. The
+    request gets 503 with ``Retry-After`` instead.
+    """
+    return not isinstance(exc, TimeoutError) and getattr(exc, "sqlstate", None) != "08P01"
+
+
 class PooledPostgresDatabase(Database):
     """PostgreSQL behind a transaction pooler: one autocommit statement per call, bounded.
 
@@ -165,12 +176,10 @@ class PooledPostgresDatabase(Database):
                 await greenlet_spawn(connection.invalidate)
                 raise
             except Exception as exc:
-                if isinstance(exc, TimeoutError) or not self._dropped(connection, exc):
-                    if isinstance(exc, TimeoutError):
-                        await greenlet_spawn(connection.invalidate, exc)
+                if not self._dropped(connection, exc):
                     raise
                 await greenlet_spawn(connection.invalidate, exc)
-                if not retry:
+                if not (retry and _worth_retrying(exc)):
                     raise
                 retry = False
                 continue
@@ -187,9 +196,10 @@ class PooledPostgresDatabase(Database):
             return rows
 
     def _dropped(self, connection: PoolProxiedConnection, exc: Exception) -> bool:
+        # A statement past its bound leaves its connection in an unknown state: it goes too.
         driver: Any = connection.driver_connection
         closed = driver.closed if self._psycopg else driver.is_closed()
-        return bool(closed) or isinstance(exc, OSError | ConnectionError)
+        return bool(closed) or isinstance(exc, OSError | ConnectionError | TimeoutError)
 
     async def _fetch_through_sqlalchemy(
         self, statement: Statement, params: dict[str, Any]
