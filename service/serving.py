@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import socket
 import time
@@ -90,7 +91,19 @@ class DrainingProcess(multiprocess.Process):
     ) -> None:
         """A worker serving ``config`` on ``sockets``; see :class:`DrainingServer`."""
         self.leave_seconds = leave_seconds  # pickled with the process for the spawned worker
+        self.stop_at_once = False
+        """Set by the supervisor when the worker need not leave the balancer before stopping."""
         super().__init__(config, sockets)
+
+    def terminate(self) -> None:
+        """Stop the worker (SIGTERM); first SIGINT, which skips the drain, if it is to stop at once.
+
+        Of the two signals, a worker handles SIGINT first (the lower number): its SIGTERM then
+        changes nothing.
+        """
+        if self.stop_at_once and self.process.exitcode is None and self.process.pid:
+            os.kill(self.process.pid, signal.SIGINT)
+        super().terminate()
 
     @property
     def server(self) -> uvicorn.Server:
@@ -125,6 +138,30 @@ class Supervisor(multiprocess.Multiprocess):
         for sock in self.sockets:
             sock.close()
         self.signal_queue.append(sig)
+
+    def handle_int(self) -> None:
+        """Ctrl-C: stop, the workers without leaving the balancer first."""
+        self._stop_at_once(self.processes)
+        super().handle_int()
+
+    def handle_hup(self) -> None:
+        """SIGHUP: replace each worker by a new one, as uvicorn does, old ones stopping at once.
+
+        The instance stays in service: an old worker that answered 503 on /health/ready while
+        it drained would make a balancer take the whole instance out.
+        """
+        replaced = list(self.processes)
+        self._stop_at_once(replaced)
+        super().handle_hup()
+        for process in replaced:  # a worker a failed replacement left running
+            if isinstance(process, DrainingProcess):
+                process.stop_at_once = False
+
+    @staticmethod
+    def _stop_at_once(processes: list[multiprocess.Process]) -> None:
+        for process in processes:
+            if isinstance(process, DrainingProcess):
+                process.stop_at_once = True
 
 
 def run(config: uvicorn.Config, leave_seconds: float = 0.0) -> None:

@@ -83,16 +83,40 @@ def test_sigterm_answers_not_ready_while_serving_for_the_drain_then_stops(
     assert stopped_at - sigterm_at >= DRAIN_SECONDS
 
 
-def test_ctrl_c_does_not_wait_for_the_drain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to", ["the process group", "the supervisor"])
+def test_ctrl_c_does_not_wait_for_the_drain(tmp_path: Path, to: str) -> None:
     server = Server(f"sqlite:///{tmp_path}/h.db", workers=2, SHUTDOWN_DRAIN_SECONDS="60")
     started = time.monotonic()
-    os.killpg(server.process.pid, signal.SIGINT)  # what a terminal sends the foreground group
+    if to == "the process group":
+        os.killpg(server.process.pid, signal.SIGINT)  # what a terminal sends
+    else:
+        os.kill(server.process.pid, signal.SIGINT)
     exit_code = server.process.wait(timeout=30)
     stopped = time.monotonic() - started
     server.stop()
 
     assert exit_code == 0
     assert stopped < 30
+
+
+def test_sighup_replaces_the_workers_without_draining_them(tmp_path: Path) -> None:
+    server = Server(f"sqlite:///{tmp_path}/h.db", workers=2, SHUTDOWN_DRAIN_SECONDS="60")
+    try:
+        old = set(server.worker_pids())
+        started = time.monotonic()
+        os.kill(server.process.pid, signal.SIGHUP)  # uvicorn replaces its workers one by one
+        ready = []
+        while old & set(server.worker_pids()):
+            assert time.monotonic() - started < 30, "the old workers are still running"
+            ready.append(get(f"{server.url}/health/ready").status_code)
+        replaced_after = time.monotonic() - started
+        new = set(server.worker_pids())
+    finally:
+        server.stop()
+
+    print(f"SIGHUP: both workers replaced after {replaced_after:.1f} s, readiness {set(ready)}")
+    assert len(new) == 2
+    assert set(ready) == {200}
 
 
 # The rolling restart -----------------------------------------------------------------------
