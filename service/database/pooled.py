@@ -204,7 +204,8 @@ class PooledPostgresDatabase(Database):
     async def _fetch_through_sqlalchemy(
         self, statement: Statement, params: dict[str, Any]
     ) -> Sequence[Row]:
-        async with self.engine.connect() as connection:
+        # Traced (listeners on the engine see the statement): as bounded as on the driver.
+        async with asyncio.timeout(self.bound), self.engine.connect() as connection:
             result = await connection.execute(statement.statement, params)
             rows = result.all()
             await connection.commit()
