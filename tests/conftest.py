@@ -14,6 +14,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig
 from litestar import Litestar
 from litestar.testing import TestClient
 from opentelemetry import trace
@@ -43,6 +44,28 @@ def _postgres_unreachable() -> str | None:
     except psycopg.OperationalError as exc:
         return f"PostgreSQL at {POSTGRES_SERVER} is not reachable: {exc}".strip()
     return None
+
+
+PLUGIN_KEY_REGISTRIES = (
+    "_SESSION_SCOPE_KEY_REGISTRY",
+    "_ENGINE_APP_STATE_KEY_REGISTRY",
+    "_SESSIONMAKER_APP_STATE_KEY_REGISTRY",
+)
+
+
+@pytest.fixture(autouse=True)
+def _forget_earlier_apps_plugin_keys() -> Iterator[None]:
+    """Let each test's apps choose their SQLAlchemy plugin keys as if they were the first.
+
+    advanced-alchemy 1.12 gives every plugin config made in a process keys of its own, found by
+    a recursion one call deeper for each config made before; past about 950 configs (the suite
+    builds more apps than that, one or more per test) it raises RecursionError. The keys only
+    need to differ between the configs of one app, and earlier tests' apps are gone.
+    """
+    yield
+    for config in (SQLAlchemyAsyncConfig, SQLAlchemySyncConfig):
+        for registry in PLUGIN_KEY_REGISTRIES:
+            getattr(config, registry).clear()
 
 
 @pytest.fixture(scope="session")
