@@ -70,7 +70,8 @@ class Server:
                 env={
                     **os.environ,
                     "DATABASE_URL": database_url,
-                    "DB_POOLER": pooler_for(database_url),
+                    # Through the tests' PgBouncer; otherwise the environment's (`just load`).
+                    **({"DB_POOLER": "transaction"} if pooler_for(database_url) != "none" else {}),
                     "ACCESS_LOG": "false",
                     **env,
                 },
