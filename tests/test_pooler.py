@@ -9,8 +9,10 @@ prepared statement and no setting of the service afterwards, and migrations run 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -19,9 +21,11 @@ import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from service.app import create_app
-from service.database.engines import database_config
+from service.database.engines import create_engine, database_config
 from service.settings import Settings
 from tests import pgbouncer
 from tests.conftest import IN_CI, POSTGRES_SERVER
@@ -122,3 +126,27 @@ def test_migrations_run_through_the_pooler(
     finally:
         with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_a_connection_given_back_in_a_transaction_frees_the_server_session(
+    postgres_database: str, one_session: pgbouncer.PgBouncer
+) -> None:
+    url = one_session.url(postgres_database)
+    engine = create_engine(Settings(database_url=url, db_pooler="transaction", db_pool_size=1))
+    assert isinstance(engine, AsyncEngine)
+
+    async def scenario() -> None:
+        connection = await engine.raw_connection()
+        driver: Any = connection.driver_connection
+        await driver.execute("BEGIN")  # holds the pooler's only server session until it ends
+        await driver.execute("SELECT 1")
+        await greenlet_spawn(connection.close)
+        other = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
+        try:
+            async with asyncio.timeout(3):  # PgBouncer would queue it for 5 s, then refuse it
+                await other.execute("SELECT 1")
+        finally:
+            await other.close()
+            await engine.dispose()
+
+    asyncio.run(scenario())

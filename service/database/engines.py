@@ -125,7 +125,7 @@ def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
             raise sa.exc.DisconnectionError("connection closed by the server")
 
     if settings.db_pooler == "transaction":
-        pooled.begin_explicitly(engine)
+        pooled.transactions_in_autocommit(engine)
     return engine
 
 

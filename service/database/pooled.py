@@ -48,11 +48,13 @@ from service.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from sqlalchemy.pool import PoolProxiedConnection
+    from sqlalchemy.pool import PoolProxiedConnection, PoolResetState
 
 DRIVER = "postgresql+psycopg"
 """The driver a plain ``postgresql://`` URL runs on behind a transaction pooler."""
 POOLED_DRIVERS = frozenset({"psycopg", "asyncpg"})
+_IDLE = 0
+"""libpq's ``PQTRANS_IDLE``: no transaction open on the connection."""
 
 
 def statement_bound(settings: Settings) -> float | None:
@@ -85,6 +87,9 @@ def engine_arguments(url: URL, settings: Settings) -> dict[str, Any]:
     return {
         # Positional parameters, so that the statements run on psycopg's cursor as compiled.
         "paramstyle": "format",
+        # Connections come back in autocommit, with nothing to roll back but for a transaction
+        # SQLAlchemy did not end (see transactions_in_autocommit).
+        "pool_reset_on_return": None,
         "connect_args": {
             "connect_timeout": settings.db_connect_timeout,
             "prepare_threshold": None,
@@ -93,13 +98,15 @@ def engine_arguments(url: URL, settings: Settings) -> dict[str, Any]:
     }
 
 
-def begin_explicitly(engine: AsyncEngine) -> None:
-    """Open SQLAlchemy's transactions on psycopg's autocommit connections with ``BEGIN``.
+def transactions_in_autocommit(engine: AsyncEngine) -> None:
+    """SQLAlchemy's transactions on psycopg's autocommit connections: an explicit ``BEGIN``.
 
     SQLAlchemy expects the driver to begin a transaction by itself before a statement; in
     autocommit psycopg does not, so each transaction SQLAlchemy begins gets an explicit
     ``BEGIN``. SQLAlchemy then ends it through psycopg's ``commit()`` or ``rollback()``, which
-    send ``COMMIT`` or ``ROLLBACK`` while a transaction is open, autocommit or not.
+    send ``COMMIT`` or ``ROLLBACK`` while a transaction is open, autocommit or not. A connection
+    given back to the pool is rolled back only if a transaction is still open on it: SQLAlchemy's
+    rollback of every connection costs each statement of the API a call for nothing.
     """
     if engine.dialect.driver != "psycopg":
         return
@@ -111,6 +118,13 @@ def begin_explicitly(engine: AsyncEngine) -> None:
             cursor.execute("BEGIN")
         finally:
             cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "reset")
+    def roll_back_if_open(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        if state.asyncio_safe and not state.terminate_only:
+            status = dbapi_connection.driver_connection.info.transaction_status
+            if status != _IDLE:
+                dbapi_connection.rollback()
 
 
 def _unnamed() -> str:
