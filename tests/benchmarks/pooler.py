@@ -352,6 +352,8 @@ def instructions(direct: str, bouncer: PgBouncer, args: argparse.Namespace) -> N
     print("| mode | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
     for label in service_variants(direct, through):
+        if args.mode and not any(wanted in label for wanted in args.mode):
+            continue
         command = [
             "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
             sys.executable, "-m", "tests.benchmarks.pooler",
@@ -408,6 +410,11 @@ def main(argv: list[str] | None = None) -> None:
         "--instructions",
         action="store_true",
         help="also count instructions per request under callgrind (slow: minutes)",
+    )
+    parser.add_argument(
+        "--mode",
+        nargs="+",
+        help="count instructions only for the modes whose name holds one of these words",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--direct", help=argparse.SUPPRESS)
