@@ -99,7 +99,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         sys.exit(f"python -m service: {exc}")
     metrics_dir = prepare_multiprocess_dir() if settings.metrics else None
     try:
-        serving.run(config)
+        serving.run(config, leave_seconds=settings.shutdown_drain_seconds)
     except KeyboardInterrupt:
         pass
     finally:

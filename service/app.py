@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment)."""
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
-    db = open_database(database)
+    db = open_database(database, settings)
     key_retention = timedelta(seconds=settings.idempotency_key_retention_seconds)
     handlers: list[ControllerRouterHandler] = [
         handler for resource in RESOURCES for handler in resource.route_handlers

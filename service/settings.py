@@ -11,6 +11,7 @@ import msgspec
 from dotenv import dotenv_values
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Pooler = Literal["none", "transaction"]
 SECRET_FIELDS = frozenset({"api_key", "tls_key_password"})
 """Settings whose values are never shown."""
 REDACTED = "**redacted**"
@@ -55,6 +56,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key_retention_seconds: PositiveInt = 24 * 3600
     """How long a create's ``Idempotency-Key`` is kept: a retry with it within that time answers
     the first result again; after it, the key is forgotten (and its row deleted)."""
+    db_pooler: Pooler = "none"
+    """``transaction``: a transaction pooler (PgBouncer's ``pool_mode = transaction``, RDS Proxy,
+    Supavisor...) stands between the service and PostgreSQL, so that successive transactions of
+    one connection may run on different server sessions: nothing is prepared under a name, and
+    no setting is given to the session (see ``service.database.pooled``)."""
+    shutdown_drain_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
+    """On SIGTERM, seconds the service keeps serving while ``/health/ready`` answers 503, so
+    that a load balancer takes it out of rotation before it stops accepting connections."""
     api_key: str = ""
     """Comma-separated keys; if set, POST, PATCH and DELETE need ``Authorization: Bearer <key>``
     with any one of them (several let a new key roll out before the old one goes); reads stay open.

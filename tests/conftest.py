@@ -14,6 +14,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig
 from litestar import Litestar
 from litestar.testing import TestClient
 from opentelemetry import trace
@@ -25,7 +26,8 @@ from service.app import create_app
 from service.database.engines import database_config
 from service.database.tables import Hero
 from service.settings import Settings
-from tests.helpers import direct_engine
+from tests import pgbouncer
+from tests.helpers import direct_engine, settings_for
 
 POSTGRES_SERVER = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -42,6 +44,28 @@ def _postgres_unreachable() -> str | None:
     except psycopg.OperationalError as exc:
         return f"PostgreSQL at {POSTGRES_SERVER} is not reachable: {exc}".strip()
     return None
+
+
+PLUGIN_KEY_REGISTRIES = (
+    "_SESSION_SCOPE_KEY_REGISTRY",
+    "_ENGINE_APP_STATE_KEY_REGISTRY",
+    "_SESSIONMAKER_APP_STATE_KEY_REGISTRY",
+)
+
+
+@pytest.fixture(autouse=True)
+def _forget_earlier_apps_plugin_keys() -> Iterator[None]:
+    """Let each test's apps choose their SQLAlchemy plugin keys as if they were the first.
+
+    advanced-alchemy 1.12 gives every plugin config made in a process keys of its own, found by
+    a recursion one call deeper for each config made before; past about 950 configs (the suite
+    builds more apps than that, one or more per test) it raises RecursionError. The keys only
+    need to differ between the configs of one app, and earlier tests' apps are gone.
+    """
+    yield
+    for config in (SQLAlchemyAsyncConfig, SQLAlchemySyncConfig):
+        for registry in PLUGIN_KEY_REGISTRIES:
+            getattr(config, registry).clear()
 
 
 @pytest.fixture(scope="session")
@@ -97,13 +121,39 @@ def redis_key_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "pgbouncer"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each kind the service supports."""
+    """An empty database of each kind the service supports: a SQLite file, PostgreSQL, and
+    PostgreSQL through PgBouncer in transaction mode (apps there run with DB_POOLER=transaction)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'heroes.db'}"
         return
+    if request.param == "pgbouncer":
+        yield request.getfixturevalue("pgbouncer_database")
+        return
     yield request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture(scope="session")
+def session_pgbouncer(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
+    """PgBouncer in transaction mode in front of the session's PostgreSQL server."""
+    if reason := pgbouncer.missing():
+        if IN_CI:
+            pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
+        pytest.skip(reason)
+    url = sa.make_url(postgres_url)
+    target = (url.host or "127.0.0.1", url.port or 5432)
+    # Four server connections, as in the setup the issue reproduced its failures on.
+    with pgbouncer.PgBouncer(target, user=url.username, pool_size=4) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pgbouncer_database(postgres_database: str, session_pgbouncer: pgbouncer.PgBouncer) -> str:
+    """The session's PostgreSQL database through PgBouncer, with no heroes (emptied afterwards)."""
+    url = session_pgbouncer.url(postgres_database)
+    pgbouncer.POOLED_URLS.add(url)
+    return url
 
 
 @pytest.fixture
@@ -129,7 +179,7 @@ def migrate(url: str) -> None:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """Settings for an app on the test's database."""
-    return Settings(database_url=database_url)
+    return settings_for(database_url)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.http.errors import Error
+from service.settings import Settings
+from tests.pgbouncer import pooler_for
 
 Client = TestClient[Litestar]
 
@@ -63,15 +65,22 @@ def assert_error(response: Any, status_code: int, key: str | None = None) -> Err
     return error
 
 
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    """Settings for an app on ``database_url``: in the pooler mode when it is a PgBouncer's."""
+    return Settings(database_url=database_url, db_pooler=pooler_for(database_url), **overrides)
+
+
 def direct_engine(database_url: str) -> sa.Engine:
     """A plain sync engine on the test's database, to set up or check rows behind the API's back.
 
-    It is not the service's engine (PostgreSQL runs on asyncpg there): psycopg for PostgreSQL.
+    It is not the service's engine (PostgreSQL runs on asyncpg there): psycopg for PostgreSQL,
+    preparing nothing, so that it works through PgBouncer too.
     """
     url = sa.make_url(database_url)
-    if url.get_backend_name() == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    return sa.create_engine(url)
+    if url.get_backend_name() != "postgresql":
+        return sa.create_engine(url)
+    url = url.set(drivername="postgresql+psycopg")
+    return sa.create_engine(url, connect_args={"prepare_threshold": None})
 
 
 @contextmanager

@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 import httpx
 
+from tests.pgbouncer import pooler_for
+
 REQUEST_TIMEOUT = 30.0
 """A request that takes longer than this counts as a timeout, a failure of the run."""
 
@@ -51,14 +53,16 @@ class Server:
         log: Path | None = None,
         open_files: tuple[int, int] | None = None,
         args: tuple[str, ...] = (),
+        port: int | None = None,
         **env: str,
     ) -> None:
         """Start the server; with ``log``, its stderr (access log included) goes to that file.
 
         ``open_files``: the soft and hard limits of open files it starts with (``ulimit -n``);
-        ``args``: more command-line arguments (``--host``...).
+        ``args``: more command-line arguments (``--host``...);
+        ``port``: where it listens (default: a free port), to start it again where it was.
         """
-        self.port = free_port()
+        self.port = port or free_port()
         scheme = "https" if env.get("TLS_CERT_FILE") else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.workers = workers
@@ -74,7 +78,14 @@ class Server:
         with self.log.open("ab") as stderr:
             self.process = subprocess.Popen(
                 [*command, "--workers", str(workers)],
-                env={**os.environ, "DATABASE_URL": database_url, "ACCESS_LOG": "false", **env},
+                env={
+                    **os.environ,
+                    "DATABASE_URL": database_url,
+                    # Through the tests' PgBouncer; otherwise the environment's (`just load`).
+                    **({"DB_POOLER": "transaction"} if pooler_for(database_url) != "none" else {}),
+                    "ACCESS_LOG": "false",
+                    **env,
+                },
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
@@ -149,7 +160,9 @@ def running_server(
     **env: str,
 ) -> Iterator[Server]:
     """A server for the duration of the ``with`` block."""
-    server = Server(database_url, workers=workers, log=log, open_files=open_files, args=args, **env)
+    server = Server(
+        database_url, workers=workers, log=log, open_files=open_files, args=args, port=None, **env
+    )
     try:
         yield server
     finally:
@@ -185,11 +198,15 @@ class LoadReport:
 
 
 async def _client(
-    http: aiohttp.ClientSession, report: LoadReport, deadline: float, seed: int
+    http: aiohttp.ClientSession,
+    report: LoadReport,
+    deadline: float,
+    seed: int,
+    stop: threading.Event | None,
 ) -> None:
     rng = random.Random(seed)
     mine: list[int] = []
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop and stop.is_set()):
         action = rng.choice(["create", "create", "read", "list", "patch", "delete"])
         try:
             status = await _act(http, report, rng, mine, action)
@@ -242,14 +259,19 @@ async def _act(
         return response.status
 
 
-async def run_load(base_url: str, *, clients: int, seconds: float) -> LoadReport:
-    """Drive the server with ``clients`` concurrent clients mixing every operation."""
+async def run_load(
+    base_url: str, *, clients: int, seconds: float, stop: threading.Event | None = None
+) -> LoadReport:
+    """Drive the server with ``clients`` concurrent clients mixing every operation, for
+    ``seconds`` or until ``stop`` is set."""
     report = LoadReport()
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as http:
         deadline = time.monotonic() + seconds
-        await asyncio.gather(*(_client(http, report, deadline, seed) for seed in range(clients)))
+        await asyncio.gather(
+            *(_client(http, report, deadline, seed, stop) for seed in range(clients))
+        )
     return report
 
 

@@ -1,4 +1,8 @@
-"""A database that goes away gives 503 with Retry-After, never a 500 or a hang, then recovers."""
+"""A database that goes away gives 503 with Retry-After, never a 500 or a hang, then recovers.
+
+On PostgreSQL, and on PostgreSQL behind PgBouncer: there also a pool whose server connections
+are all taken.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from litestar.testing import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import POSTGRES_SERVER, migrate
+from tests import pgbouncer
+from tests.conftest import IN_CI, POSTGRES_SERVER, migrate
 from tests.helpers import Client, assert_error, create, new_hero
 
 
@@ -232,3 +237,104 @@ def test_a_write_cut_off_mid_statement_is_503_in_doubt_and_a_keyed_retry_creates
     else:
         assert "may have been stored" in error.detail
         assert stored_names(postgres_database) == ["Warm", "Cut off", "Cut off"]
+
+
+# Behind PgBouncer ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bouncer_before_proxy(
+    postgres_database: str, proxy: TcpProxy
+) -> Iterator[tuple[pgbouncer.PgBouncer, str]]:
+    """PgBouncer (as deploy/ has it) whose PostgreSQL is behind ``proxy``; the app's URL."""
+    if reason := pgbouncer.missing():
+        if IN_CI:
+            pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
+        pytest.skip(reason)
+    user = sa.make_url(postgres_database).username
+    with pgbouncer.PgBouncer(("127.0.0.1", proxy.port), user=user, pool_size=1) as bouncer:
+        yield bouncer, bouncer.url(postgres_database)
+
+
+def test_postgres_going_away_behind_pgbouncer_is_503_and_recovery_is_automatic(
+    bouncer_before_proxy: tuple[pgbouncer.PgBouncer, str], proxy: TcpProxy
+) -> None:
+    _, url = bouncer_before_proxy
+    settings = Settings(database_url=url, db_pooler="transaction", db_connect_timeout=2)
+    with TestClient[Litestar](create_app(settings)) as client:
+        hero = create(client, "Before")
+
+        proxy.stop()
+        during = [
+            client.get(f"/heroes/{hero['id']}"),
+            client.post("/heroes", json=new_hero("During")),
+            client.get("/heroes"),
+            client.get("/health/ready"),
+        ]
+        proxy.start()
+        # PgBouncer connects again server_login_retry (1 s in deploy/pgbouncer.ini) after it
+        # last failed to; until then it refuses at once.
+        after = client.get(f"/heroes/{hero['id']}")
+        for _ in range(50):
+            if after.status_code == 200:
+                break
+            assert_error(after, 503)
+            time.sleep(0.1)
+            after = client.get(f"/heroes/{hero['id']}")
+
+        names = [h["name"] for h in client.get("/heroes").json()]
+
+    for response in during:
+        assert_error(response, 503)
+        assert response.headers["retry-after"] == "1"
+    assert after.json() == hero
+    assert "During" not in names
+
+
+@contextlib.contextmanager
+def every_server_session_taken(url: str) -> Iterator[None]:
+    """A transaction held open through PgBouncer, on its only server session, until the end."""
+    with psycopg.connect(url, prepare_threshold=None) as holder:
+        holder.execute("SELECT 1")  # begins the transaction: PgBouncer keeps the session for it
+        yield
+        holder.rollback()
+
+
+@pytest.mark.parametrize("query_wait_timeout", ["1", "120"])
+def test_a_full_pgbouncer_pool_is_503_with_retry_after_never_a_hang(
+    postgres_database: str, query_wait_timeout: str
+) -> None:
+    """PgBouncer's queue gives up after its query_wait_timeout, as deploy/ sets it (the service's
+    DB_POOL_TIMEOUT); with PgBouncer's default, 120 s, the service's own bound ends the wait."""
+    if reason := pgbouncer.missing():
+        if IN_CI:
+            pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
+        pytest.skip(reason)
+    target = sa.make_url(postgres_database)
+    with pgbouncer.PgBouncer(
+        (target.host or "127.0.0.1", target.port or 5432),
+        user=target.username,
+        pool_size=1,
+        query_wait_timeout=query_wait_timeout,
+    ) as bouncer:
+        url = bouncer.url(postgres_database)
+        settings = Settings(
+            database_url=url,
+            db_pooler="transaction",
+            db_pool_timeout=1,
+            db_statement_timeout_ms=1000,
+        )
+        with TestClient[Litestar](create_app(settings)) as client:
+            hero = create(client, "Before")
+            with every_server_session_taken(url):
+                waited = [client.post("/heroes", json=new_hero("Waited"))]
+                if query_wait_timeout == "1":  # each wait on the service's own bound takes 7 s
+                    waited.append(client.get(f"/heroes/{hero['id']}"))
+            after = client.get("/heroes")
+
+    for response in waited:
+        assert_error(response, 503)
+        assert response.headers["retry-after"] == "1"
+    names = [h["name"] for h in after.json()]
+    assert "Before" in names
+    assert "Waited" not in names  # PgBouncer never sent it to PostgreSQL

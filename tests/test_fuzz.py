@@ -27,8 +27,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 from service.app import create_app
 from service.heroes.cursors import ORDER_BY, Position, encode_cursor, parse_sort
 from service.openapi_document import served_document
-from service.settings import Settings
-from tests.helpers import direct_engine
+from tests.helpers import direct_engine, settings_for
 
 pytestmark = pytest.mark.fuzz
 
@@ -163,7 +162,7 @@ schema = schemathesis.openapi.from_dict(served_document(), config=config())
 @pytest.fixture
 def fuzzed_app(database_url: str) -> Iterator[Litestar]:
     """An app on an empty database, which keeps its state over all cases of a test."""
-    yield create_app(Settings(database_url=database_url, access_log=False))
+    yield create_app(settings_for(database_url, access_log=False))
     # Schemathesis keeps an app it started running for the process; stop it, closing the pool.
     shutdown_lifespans()
 

@@ -62,13 +62,14 @@ def test_without_any_extra_the_service_serves(tmp_path: Path) -> None:
     [
         ("metrics", {"METRICS": "true"}),
         ("redis", {"REDIS_URL": "redis://127.0.0.1:6379/0", "RATE_LIMIT_PER_MINUTE": "10"}),
+        ("postgres", {"DATABASE_URL": "postgresql://u@127.0.0.1:1/h", "DB_POOLER": "transaction"}),
     ],
 )
 def test_a_feature_without_its_extra_stops_startup_naming_the_extra(
     tmp_path: Path, extra: str, env: dict[str, str]
 ) -> None:
     server = serve_without(
-        [EXTRAS[extra]], free_port(), DATABASE_URL=f"sqlite:///{tmp_path}/h.db", **env
+        [EXTRAS[extra]], free_port(), **{"DATABASE_URL": f"sqlite:///{tmp_path}/h.db", **env}
     )
     _, err = server.communicate(timeout=60)
 

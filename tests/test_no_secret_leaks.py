@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import CapturedLogs
-from tests.helpers import create, direct_engine, held_write_lock
+from tests.helpers import create, direct_engine, held_write_lock, settings_for
 from tests.test_database_faults import TcpProxy
 from tests.test_transactions import COMMIT_GUARD, FAILS_AT_COMMIT, run_sql
 
@@ -102,7 +102,7 @@ def test_write_refused_at_commit(
     all_logs: CapturedLogs,
     secret: str,
 ) -> None:
-    settings = Settings(database_url=database_url, tracing=tracing, log_level="DEBUG")
+    settings = settings_for(database_url, tracing=tracing, log_level="DEBUG")
     with TestClient[Litestar](create_app(settings)) as client:
         run_sql(settings, COMMIT_GUARD[direct_engine(database_url).dialect.name])
         response = client.post(

@@ -14,8 +14,7 @@ from litestar.testing import TestClient
 
 from service.app import create_app
 from service.database.tables import AGE_MAX, NAME_MAX_LENGTH, Hero
-from service.settings import Settings
-from tests.helpers import direct_engine, moment, without_timestamps
+from tests.helpers import direct_engine, moment, settings_for, without_timestamps
 
 NAMES = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=NAME_MAX_LENGTH)
 """Every name the API documents as valid: 1 to 255 characters of any kind but NUL."""
@@ -30,7 +29,7 @@ UPDATES = st.fixed_dictionaries({}, optional={"name": NAMES, "secret_name": NAME
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient[Litestar]]:
     """One app for all the examples of a test; each example works on a hero of its own."""
-    app = create_app(Settings(database_url=database_url, access_log=False))
+    app = create_app(settings_for(database_url, access_log=False))
     with TestClient[Litestar](app) as client:
         yield client
 

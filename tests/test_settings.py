@@ -33,6 +33,8 @@ def test_each_setting_reads_the_variable_of_its_name() -> None:
         ("PORT", "0"),
         ("PORT", "65536"),
         ("PORT", "http"),
+        ("DB_POOLER", "session"),
+        ("SHUTDOWN_DRAIN_SECONDS", "-1"),
     ],
 )
 def test_invalid_value_is_an_error_naming_the_variable(variable: str, value: str) -> None:
@@ -52,3 +54,20 @@ def test_invalid_value_is_an_error_naming_the_variable(variable: str, value: str
 )
 def test_plain_database_url_gets_its_driver(url: str, driver: str) -> None:
     assert database_url(url).drivername == driver
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://user@host/db", "postgresql+psycopg"),
+        ("postgres://user@host/db", "postgresql+psycopg"),
+        ("postgresql+asyncpg://user@host/db", "postgresql+asyncpg"),
+    ],
+)
+def test_behind_a_transaction_pooler_a_plain_url_runs_on_psycopg(url: str, driver: str) -> None:
+    assert database_url(url, pooler="transaction").drivername == driver
+
+
+def test_a_pooler_in_front_of_sqlite_stops_startup_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^DB_POOLER: "):
+        database_url("sqlite:///heroes.db", pooler="transaction")

@@ -28,7 +28,7 @@ from service.database.engines import create_engine, database_config, open_databa
 from service.database.sqlite import SqliteDatabase
 from service.database.statements import Database, Statement
 from service.settings import Settings
-from tests.helpers import create, direct_engine
+from tests.helpers import create, direct_engine, settings_for
 
 metadata = sa.MetaData()
 typed = sa.Table(
@@ -59,8 +59,8 @@ def typed_table(database_url: str) -> Iterator[str]:
 
 
 async def _round_trip(database_url: str, at: datetime, key: uuid.UUID) -> tuple[Any, Any]:
-    settings = Settings(database_url=database_url)
-    db: Database = open_database(database_config(settings))
+    settings = settings_for(database_url)
+    db: Database = open_database(database_config(settings), settings)
     try:
         inserted = await db.fetch_one(INSERT_TYPED, id=1, at=at, key=key)
         selected = await db.fetch_one(SELECT_TYPED, key=key)

@@ -243,7 +243,8 @@ INSERT_NOTE = Statement(
 
 async def write_notes(database_url: str, texts: list[str]) -> list[Any]:
     """Queue one insert per text together; each one's rows, or its exception."""
-    db: Database = open_database(database_config(Settings(database_url=database_url)))
+    settings = Settings(database_url=database_url)
+    db: Database = open_database(database_config(settings), settings)
     try:
         writes = [db.fetch(INSERT_NOTE, text=text) for text in texts]
         together = asyncio.gather(*writes, return_exceptions=True)

@@ -32,7 +32,7 @@ from service.heroes.queries import SELECT_HERO
 from service.ops.tracing import trace_statements
 from service.settings import Settings
 from tests.conftest import CapturedLogs
-from tests.helpers import Client, create, held_write_lock, new_hero
+from tests.helpers import Client, create, held_write_lock, new_hero, settings_for
 
 REPO = Path(__file__).resolve().parents[1]
 CALLER_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -42,7 +42,7 @@ CALLER_SPAN_ID = "b7ad6b7169203331"
 @pytest.fixture
 def traced_client(database_url: str, spans: InMemorySpanExporter) -> Iterator[Client]:
     """A client of an app with tracing on; the spans of its startup are cleared."""
-    settings = Settings(database_url=database_url, tracing=True)
+    settings = settings_for(database_url, tracing=True)
     with TestClient[Litestar](create_app(settings)) as client:
         spans.clear()
         yield client
@@ -154,9 +154,9 @@ def test_statements_hold_placeholders_not_values(
     (insert,) = [child for child in children if statements([child]) == ["INSERT"]]
     statement = str((insert.attributes or {})["db.statement"])
     assert statement.startswith("INSERT INTO heroes (name, age, secret_name")
-    assert re.search(
-        r"VALUES \((\?|\$\d+(::\w+( \w+)*)?)(, (\?|\$\d+(::\w+( \w+)*)?))*\)", statement
-    )
+    # sqlite3's ?, asyncpg's $1 and psycopg's %s (behind a pooler), with PostgreSQL's casts
+    placeholder = r"(\?|(\$\d+|%s)(::\w+( \w+)*)?)"
+    assert re.search(rf"VALUES \({placeholder}(, {placeholder})*\)", statement)
     for value in (hero["secret_name"], "Placeholder-Name", "1357913"):
         assert value not in insert.to_json()
         assert value not in server.to_json()

@@ -3,11 +3,11 @@
 Each test serves the app with uvicorn (one worker, one event loop, in a thread of the test
 process), makes one request wait on a real second connection (the SQLite write lock, a
 PostgreSQL row lock, a statement that cannot finish, a pool whose connections are all taken, a
-server that does not answer the connect) and, while it waits, sends other requests over HTTP.
-Those must answer while the first is still waiting: an app that blocked its loop would answer
-them only after the wait ends, and these tests would fail. Nothing here is timed; the proof is
-the order in which the answers arrive. (Litestar's test clients run one request at a time, so
-they cannot show this.)
+server that does not answer the connect; on PostgreSQL straight and through PgBouncer) and,
+while it waits, sends other requests over HTTP. Those must answer while the first is still
+waiting: an app that blocked its loop would answer them only after the wait ends, and these
+tests would fail. Nothing here is timed; the proof is the order in which the answers arrive.
+(Litestar's test clients run one request at a time, so they cannot show this.)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from litestar import Litestar
 
 from service.app import create_app
 from service.settings import Settings
-from tests.helpers import assert_error, new_hero
+from tests.helpers import assert_error, new_hero, settings_for
 from tests.live import free_port
 
 AsyncClient = httpx.AsyncClient
@@ -215,8 +216,25 @@ def test_sqlite_write_that_outwaits_the_busy_timeout_is_503_and_holds_up_nothing
 # PostgreSQL --------------------------------------------------------------------------------
 
 
-def postgres_settings(url: str, **overrides: Any) -> Settings:
-    return Settings(database_url=url, access_log=False, **overrides)
+@dataclass
+class Postgres:
+    """Where the app reaches the test's database, and the database itself for the test's own
+    connections (the locks it holds)."""
+
+    url: str
+    direct: str
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings for an app on ``url`` (in the pooler mode through PgBouncer)."""
+        return settings_for(self.url, access_log=False, **overrides)
+
+
+@pytest.fixture(params=["postgresql", "pgbouncer"])
+def postgres(request: pytest.FixtureRequest, postgres_database: str) -> Postgres:
+    """The test's PostgreSQL database, straight or through PgBouncer in transaction mode."""
+    if request.param == "pgbouncer":
+        return Postgres(request.getfixturevalue("pgbouncer_database"), postgres_database)
+    return Postgres(postgres_database, postgres_database)
 
 
 @contextlib.contextmanager
@@ -232,12 +250,12 @@ def row_lock(url: str, hero_id: int) -> Iterator[Callable[[], None]]:
 
 @pytest.mark.parametrize("write", ["update", "delete"])
 def test_postgres_write_waiting_for_a_row_lock_holds_up_no_other_request(
-    postgres_database: str, write: str
+    postgres: Postgres, write: str
 ) -> None:
     async def scenario() -> Observed:
-        async with serving(create_app(postgres_settings(postgres_database))) as client:
+        async with serving(create_app(postgres.settings())) as client:
             held, free = await two_heroes(client)
-            with row_lock(postgres_database, held["id"]) as release:
+            with row_lock(postgres.direct, held["id"]) as release:
                 wait = WRITES[write](client, held["id"])
                 probes = [*probes_for(free), f"/heroes/{held['id']}"]  # reads are not blocked
                 return await while_waiting(client, wait, probes, release)
@@ -246,14 +264,16 @@ def test_postgres_write_waiting_for_a_row_lock_holds_up_no_other_request(
 
 
 def test_postgres_statement_timeout_on_a_row_lock_is_503_and_holds_up_nothing(
-    postgres_database: str,
+    postgres: Postgres,
 ) -> None:
-    settings = postgres_settings(postgres_database, db_statement_timeout_ms=1000)
+    # Through a pooler the service bounds each statement itself, by DB_POOL_TIMEOUT (a wait in
+    # the pooler's queue) plus DB_STATEMENT_TIMEOUT_MS: 2 s here, then the statement is cancelled.
+    settings = postgres.settings(db_statement_timeout_ms=1000, db_pool_timeout=1)
 
     async def scenario() -> Observed:
         async with serving(create_app(settings)) as client:
             held, free = await two_heroes(client)
-            with row_lock(postgres_database, held["id"]):
+            with row_lock(postgres.direct, held["id"]):
                 wait = client.patch(f"/heroes/{held['id']}", json={"age": 1})
                 return await while_waiting(client, wait, probes_for(free))
 
@@ -283,11 +303,11 @@ def slow_inserts(url: str) -> Iterator[Callable[[], None]]:
             cleanup.execute("DROP FUNCTION IF EXISTS wait_for_release")
 
 
-def test_postgres_statement_running_long_holds_up_no_other_request(postgres_database: str) -> None:
+def test_postgres_statement_running_long_holds_up_no_other_request(postgres: Postgres) -> None:
     async def scenario() -> Observed:
-        async with serving(create_app(postgres_settings(postgres_database))) as client:
+        async with serving(create_app(postgres.settings())) as client:
             _, free = await two_heroes(client)
-            with slow_inserts(postgres_database) as release:
+            with slow_inserts(postgres.direct) as release:
                 wait = client.post("/heroes", json=new_hero("Slow"))
                 return await while_waiting(client, wait, probes_for(free), release)
 
@@ -295,14 +315,14 @@ def test_postgres_statement_running_long_holds_up_no_other_request(postgres_data
 
 
 def test_postgres_requests_queued_for_a_full_pool_hold_up_no_other_request(
-    postgres_database: str,
+    postgres: Postgres,
 ) -> None:
-    settings = postgres_settings(postgres_database, db_pool_size=2, db_max_overflow=0)
+    settings = postgres.settings(db_pool_size=2, db_max_overflow=0)
 
     async def scenario() -> tuple[Observed, list[httpx.Response]]:
         async with serving(create_app(settings)) as client:
             held, free = await two_heroes(client)
-            with row_lock(postgres_database, held["id"]) as release:
+            with row_lock(postgres.direct, held["id"]) as release:
                 # Both pooled connections wait on the row lock; the read queues for one.
                 holders = [
                     asyncio.ensure_future(client.patch(f"/heroes/{held['id']}", json={"age": n}))
@@ -338,11 +358,14 @@ class SilentServer:
 
 
 def test_postgres_connect_that_never_answers_is_503_and_holds_up_nothing(
-    postgres_database: str,
+    postgres: Postgres,
 ) -> None:
     silent = SilentServer()
-    url = sa.make_url(postgres_database).set(port=silent.port)
-    unreachable = postgres_settings(url.render_as_string(hide_password=False), db_connect_timeout=1)
+    url = sa.make_url(postgres.url).set(port=silent.port).render_as_string(hide_password=False)
+    pooler = postgres.settings().db_pooler
+    unreachable = Settings(
+        database_url=url, db_pooler=pooler, access_log=False, db_connect_timeout=1
+    )
     app = create_app(unreachable)
 
     async def scenario() -> Observed:

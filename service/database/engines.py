@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from service.database import pooled
 from service.database.postgres import PostgresDatabase
 from service.database.sqlite import SqliteDatabase
 from service.database.statements import Database
@@ -46,15 +47,23 @@ DRIVERS = {
 DatabaseConfig = SQLAlchemySyncConfig | SQLAlchemyAsyncConfig
 
 
-def database_url(raw: str) -> URL:
-    """Parse a plain ``DATABASE_URL`` and pick its driver; an explicit ``+driver`` is kept."""
+def database_url(raw: str, pooler: str = "none") -> URL:
+    """Parse a plain ``DATABASE_URL`` and pick its driver; an explicit ``+driver`` is kept.
+
+    Behind a transaction pooler (``pooler="transaction"``) PostgreSQL runs on psycopg, which
+    sends an unprepared statement in one round trip (see ``service.database.pooled``).
+    """
     url = make_url(raw)
     if "+" not in url.drivername and url.drivername in DRIVERS:
         url = url.set(drivername=DRIVERS[url.drivername])
+        if pooler != "none" and url.get_backend_name() == "postgresql":
+            url = url.set(drivername=pooled.DRIVER)
     if is_sqlite(url) and url.get_driver_name() != "pysqlite":
         raise SettingsError(
             f"DATABASE_URL: SQLite runs on the sqlite3 module, not {url.drivername}"
         )
+    if is_sqlite(url) and pooler != "none":
+        raise SettingsError("DB_POOLER: a pooler stands in front of PostgreSQL, not SQLite")
     return url
 
 
@@ -70,7 +79,7 @@ def create_engine(settings: Settings) -> Engine | AsyncEngine:
     ``service.database.sqlite``), PostgreSQL an async one, so that waiting for it never blocks
     the event loop.
     """
-    url = database_url(settings.database_url)
+    url = database_url(settings.database_url, settings.db_pooler)
     if is_sqlite(url):
         return _sqlite_engine(url, settings)
     return _postgres_engine(url, settings)
@@ -78,15 +87,22 @@ def create_engine(settings: Settings) -> Engine | AsyncEngine:
 
 def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
     timeout = settings.db_statement_timeout_ms
-    if url.get_driver_name() == "asyncpg":
-        connect_args: dict[str, Any] = {
-            "timeout": settings.db_connect_timeout,
-            "server_settings": {"statement_timeout": str(timeout)},
+    arguments: dict[str, Any]
+    if settings.db_pooler == "transaction":
+        arguments = pooled.engine_arguments(url, settings)
+    elif url.get_driver_name() == "asyncpg":
+        arguments = {
+            "connect_args": {
+                "timeout": settings.db_connect_timeout,
+                "server_settings": {"statement_timeout": str(timeout)},
+            }
         }
     else:
-        connect_args = {
-            "connect_timeout": settings.db_connect_timeout,
-            "options": f"-c statement_timeout={timeout:d}",
+        arguments = {
+            "connect_args": {
+                "connect_timeout": settings.db_connect_timeout,
+                "options": f"-c statement_timeout={timeout:d}",
+            }
         }
     engine = create_async_engine(
         url,
@@ -96,17 +112,20 @@ def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         hide_parameters=True,
-        connect_args=connect_args,
+        **arguments,
     )
 
     @sa.event.listens_for(engine.sync_engine, "checkout")
     def replace_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         # A connection the server closed (a restart) is replaced before a request uses it; this
         # costs no round trip, unlike pool_pre_ping, whose ping would double every request's.
-        closed = getattr(dbapi_connection.driver_connection, "is_closed", None)
-        if closed is not None and closed():
+        driver = dbapi_connection.driver_connection
+        is_closed = getattr(driver, "is_closed", None)  # asyncpg; psycopg has `closed`
+        if is_closed() if is_closed is not None else getattr(driver, "closed", False):
             raise sa.exc.DisconnectionError("connection closed by the server")
 
+    if settings.db_pooler == "transaction":
+        pooled.transactions_in_autocommit(engine)
     return engine
 
 
@@ -164,10 +183,12 @@ def database_config(settings: Settings) -> DatabaseConfig:
     return config
 
 
-def open_database(config: DatabaseConfig) -> Database:
+def open_database(config: DatabaseConfig, settings: Settings) -> Database:
     """Where the app's statements run, on the plugin's engine."""
     engine = config.get_engine()
     if isinstance(engine, AsyncEngine):
+        if settings.db_pooler == "transaction":
+            return pooled.PooledPostgresDatabase(engine, pooled.statement_bound(settings))
         return PostgresDatabase(engine)
     return SqliteDatabase(engine, in_memory=engine.url.database in (None, "", ":memory:"))
 

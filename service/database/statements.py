@@ -70,7 +70,8 @@ class Compiled(NamedTuple):
     names: tuple[str, ...]
     defaults: dict[str, Any]
     bind_processors: tuple[tuple[int, Processor], ...]
-    result_processors: tuple[Processor | None, ...] | None
+    result_processors: tuple[tuple[int, Processor], ...]
+    """The result columns that need converting, by position (often none or a few)."""
 
     def arguments(self, params: dict[str, Any]) -> list[Any]:
         """The positional parameters for ``params``, converted by the column types."""
@@ -82,14 +83,15 @@ class Compiled(NamedTuple):
     def rows(self, rows: Sequence[Row]) -> Sequence[Row]:
         """``rows`` as the driver returned them, converted by the column types."""
         processors = self.result_processors
-        if processors is None:
+        if not processors:
             return rows
-        return [
-            tuple(
-                value if p is None else p(value) for p, value in zip(processors, row, strict=True)
-            )
-            for row in rows
-        ]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in processors:
+                values[index] = process(values[index])
+            converted.append(values)
+        return converted
 
 
 class Statement:
@@ -125,16 +127,16 @@ class Statement:
         names = tuple(compiled.positiontup)
         # SQLAlchemy's own tables of the types' converters; None where a type needs none.
         binds = compiled._bind_processors
-        results = tuple(
+        results = [
             column.type._cached_result_processor(dialect, None)
             for column in compiled._result_columns
-        )
+        ]
         self._compiled[key] = Compiled(
             sql=compiled.string,
             names=names,
             defaults=dict(compiled.params),
             bind_processors=tuple((i, binds[n]) for i, n in enumerate(names) if n in binds),
-            result_processors=results if any(results) else None,
+            result_processors=tuple((i, p) for i, p in enumerate(results) if p is not None),
         )
         return self._compiled[key]
 

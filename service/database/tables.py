@@ -69,6 +69,10 @@ class UTCDateTime(TypeDecorator[datetime]):
             return _utc_from_sqlite_text
         if dialect.driver == "asyncpg":
             return None  # asyncpg reads timestamptz as aware datetimes in UTC already
+        if self.impl_instance.dialect_impl(dialect).result_processor(dialect, coltype) is None:
+            # psycopg reads aware datetimes in the session's time zone: one call, not the
+            # generic path's three per value (a list page reads 40 of them).
+            return _in_utc
         return super().result_processor(dialect, coltype)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
@@ -81,6 +85,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
+
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _utc_from_sqlite_text(value: str | None) -> datetime | None:

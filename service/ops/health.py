@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.spec import Tag
 
 from service.database.statements import SELECT_ONE, Database
 from service.http.errors import documented_errors
 from service.http.resources import Resource
+
+LEAVING = threading.Event()
+"""Set when the server has been told to stop (SIGTERM): readiness fails, so that load balancers
+take this instance out of rotation, while it goes on serving (``service.serving``)."""
 
 
 class Health(msgspec.Struct):
@@ -34,11 +40,23 @@ class HealthController(Controller):
     @get(
         "/ready",
         operation_id="checkReady",
-        summary="Database is reachable",
-        responses=documented_errors(503),
+        summary="Ready for traffic",
+        responses=documented_errors(
+            503,
+            descriptions={
+                503: "The database is unavailable, or the service is shutting down (it still "
+                "serves, for `SHUTDOWN_DRAIN_SECONDS`, while the load balancer takes it out)."
+            },
+        ),
     )
     async def ready(self, db: NamedDependency[Database]) -> Response[Health]:
-        """Answers 200 when the database answers a query, 503 otherwise."""
+        """Answers 200 when the database answers a query, 503 otherwise.
+
+        Also 503 once the service has been told to stop (SIGTERM), while it still serves for
+        `SHUTDOWN_DRAIN_SECONDS`, so that load balancers send it no new requests.
+        """
+        if LEAVING.is_set():
+            raise ServiceUnavailableException("The service is shutting down.")
         await db.fetch(SELECT_ONE)
         return Response(Health("ready"))
 

@@ -28,6 +28,12 @@ The run fails if the service answered any request with an error.
 ``--memory-seconds N`` adds a resident-memory check: N seconds of mixed load on the service
 while its RSS is sampled.
 
+With ``--database postgresql`` the run also serves the service through PgBouncer
+(``ours-pgbouncer``: ``DB_POOLER=transaction``, a PgBouncer the run starts from
+``deploy/pgbouncer.ini``, in front of the same PostgreSQL server), one worker like the others,
+and reports what the pooler costs per request against the service direct; then the mixed load
+on it with 1, 2 and 4 workers (``--pgbouncer-workers``; none to skip).
+
 ``--only ours ours-traced`` (or any selection with ``ours-traced``) also runs the service with
 ``TRACING=true``, exporting its spans over OTLP/HTTP to a sink in this process that accepts and
 discards them, and reports the cost of tracing: requests per second with tracing off and on.
@@ -55,7 +61,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -65,7 +71,9 @@ import psycopg
 import sqlalchemy as sa
 
 from service.heroes.cursors import Position, encode_cursor, parse_sort
+from tests import pgbouncer
 from tests.live import free_port
+from tests.pgbouncer import PgBouncer
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -130,6 +138,8 @@ class App:
     """The app whose scenarios it runs, when it is a variant of one (default: itself)."""
     environment: tuple[tuple[str, str], ...] = ()
     """Settings of its own."""
+    pooled: bool = False
+    """Reaches PostgreSQL through the run's PgBouncer (its database is migrated straight)."""
 
     @property
     def role(self) -> str:
@@ -148,6 +158,17 @@ APPS = {
         201,
         plays="ours",
         environment=(("TRACING", "true"), ("OTEL_SERVICE_NAME", "hero-service-bench")),
+    ),
+    "ours-pgbouncer": App(
+        "ours-pgbouncer",
+        "ours, through PgBouncer",
+        "service.app:app",
+        "DATABASE_URL",
+        "heroes",
+        201,
+        plays="ours",
+        environment=(("DB_POOLER", "transaction"),),
+        pooled=True,
     ),
     "fastapi": App(
         "fastapi",
@@ -394,9 +415,12 @@ def pinned(cpu: int | None, command: Sequence[str]) -> list[str]:
 class Store:
     """Where one app keeps its heroes for a run: a SQLite file, or a PostgreSQL database."""
 
-    def __init__(self, kind: str, app: App, workdir: Path) -> None:
+    def __init__(
+        self, kind: str, app: App, workdir: Path, bouncer: PgBouncer | None = None
+    ) -> None:
         self.kind = kind
         self.app = app
+        self.bouncer = bouncer if app.pooled else None
         self.path = workdir / f"{app.key}.db"
         self.name = f"hero_bench_{app.key}_{uuid.uuid4().hex[:8]}"
         if kind == "postgresql":
@@ -410,6 +434,11 @@ class Store:
             return f"sqlite:///{self.path}"
         url = sa.make_url(POSTGRES_SERVER).set(drivername=self.app.postgres_scheme)
         return url.set(database=self.name).render_as_string(hide_password=False)
+
+    @property
+    def served_url(self) -> str:
+        """Where the app reaches its database: ``url``, or ``url`` through the run's PgBouncer."""
+        return self.bouncer.url(self.url) if self.bouncer else self.url
 
     def prepare(self) -> None:
         """Migrate the service's PostgreSQL database, as an operator would before starting it."""
@@ -518,7 +547,7 @@ class Server:
         # No access log for any app: uvicorn's is off, and so is the service's own.
         env = {
             **os.environ,
-            self.app.url_variable: self.store.url,
+            self.app.url_variable: self.store.served_url,
             "ACCESS_LOG": "false",
             **self.environment,
         }
@@ -655,11 +684,16 @@ def running(
     args: argparse.Namespace,
     cpu: int | None,
     environment: dict[str, str] | None = None,
+    bouncer: PgBouncer | None = None,
+    workers: int | None = None,
 ) -> Iterator[Server]:
-    """The app serving ``args.rows`` seeded heroes on its own database; stopped on exit."""
+    """The app serving ``args.rows`` seeded heroes on its own database; stopped on exit.
+
+    ``workers``: the service's (default ``--workers``); the peers always get one.
+    """
     rows = args.rows
-    store = Store(args.database, app, workdir)
-    workers = args.workers if app.role == "ours" else 1
+    store = Store(args.database, app, workdir, bouncer)
+    workers = (workers or args.workers) if app.role == "ours" else 1
     # Several workers get every CPU: pinned to one, they could only take turns on it.
     server = Server(app, store, workdir, cpu if workers == 1 else None, workers, environment)
     try:
@@ -783,6 +817,8 @@ class Run:
     pinning: bool
     results: Results
     memory: MemoryCheck | None
+    scaling: dict[int, WrkResult] = field(default_factory=dict)
+    """The mixed load through PgBouncer, per number of workers."""
 
 
 def format_rps(result: WrkResult | None, connections: int = 0) -> str:
@@ -857,6 +893,57 @@ def tracing_section(run: Run) -> list[str]:
     ]
 
 
+def pgbouncer_section(run: Run) -> list[str]:
+    """Ours direct and ours through PgBouncer, per scenario, when both were measured."""
+    c = run.args.connections
+    rows = []
+    for name in run.args.scenarios:
+        direct, pooled = (run.results.get((name, key)) for key in ("ours", "ours-pgbouncer"))
+        if direct and pooled and direct.requests_per_second and pooled.requests_per_second:
+            extra = 1e6 / pooled.requests_per_second - 1e6 / direct.requests_per_second
+            rows.append(
+                f"| {name} | {format_rps(direct, c)} | {format_rps(pooled, c)} "
+                f"| {pooled.requests_per_second / direct.requests_per_second:.2f} | {extra:+,.0f} "
+                f"| {format_latency(direct)} | {format_latency(pooled)} |"
+            )
+    if not rows:
+        return []
+    return [
+        "Through PgBouncer (`DB_POOLER=transaction`, psycopg, PgBouncer as "
+        "`deploy/pgbouncer.ini` has it, on the same machine) against straight to PostgreSQL "
+        "(asyncpg), one worker each; µs per request: what one worker spends more per request "
+        "(1 / rps through PgBouncer - 1 / rps direct):",
+        "",
+        "| scenario | direct rps | PgBouncer rps | PgBouncer / direct | µs per request "
+        "| direct p50 / p99 | PgBouncer p50 / p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+def scaling_section(run: Run) -> list[str]:
+    """The mixed load through PgBouncer with 1, 2, 4... workers."""
+    if not run.scaling:
+        return []
+    c = run.args.connections
+    first = run.scaling.get(min(run.scaling))
+    rows = [
+        f"| {workers} | {format_rps(result, c)} "
+        f"| {result.requests_per_second / first.requests_per_second:.2f}x "
+        f"| {format_latency(result)} | {result.errors} |"
+        for workers, result in sorted(run.scaling.items())
+        if first and first.requests_per_second
+    ]
+    return [
+        f"Workers through PgBouncer, mixed load ({MIXED_LOAD}), the workers not pinned, sharing "
+        f"the machine's {len(os.sched_getaffinity(0))} CPUs with wrk, PgBouncer and PostgreSQL:",
+        "",
+        "| workers | rps | against the fewest | p50 / p99 | errors |",
+        "|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
 def against_first_page(run: Run) -> list[str]:
     """What each list scenario costs against ``list-20``: its rps over theirs, inverted."""
     first = run.results.get(("list-20", "ours"))
@@ -889,6 +976,11 @@ def errors_section(run: Run) -> list[str]:
     ]
     if run.memory and run.memory.load.errors:
         lines.append(f"- memory check, ours: {run.memory.load.describe_errors()}")
+    lines += [
+        f"- mixed through PgBouncer, {workers} worker(s): {result.describe_errors()}"
+        for workers, result in run.scaling.items()
+        if result.errors
+    ]
     return (
         ["Errors:", "", *lines]
         if lines
@@ -993,11 +1085,15 @@ def report(run: Run) -> str:
             "Absolute rps swing from run to run on shared machines; compare the ratios.",
         ]
     lines.append("")
-    if run.results:
+    if run.results or run.scaling:
         tracing = tracing_section(run)
+        pooled = pgbouncer_section(run)
+        scaling = scaling_section(run)
         lines += [
             *results_table(run),
             "",
+            *([*pooled, ""] if pooled else []),
+            *([*scaling, ""] if scaling else []),
             *([*tracing, ""] if tracing else []),
             *errors_section(run),
         ]
@@ -1012,7 +1108,7 @@ def pick_cpus() -> bool:
     return {SERVER_CPU, WRK_CPU} <= available and shutil.which("taskset") is not None
 
 
-def check_tools(apps: Sequence[str]) -> None:
+def check_tools(apps: Sequence[str], pooled: bool = False) -> None:
     """Fail early, saying how to fix it, when wrk or the bench extra is missing."""
     if shutil.which("wrk") is None:
         raise BenchmarkError(f"wrk is not installed. Install it with: {INSTALL_WRK}")
@@ -1024,6 +1120,8 @@ def check_tools(apps: Sequence[str]) -> None:
         )
     if "ours-traced" in apps and importlib.util.find_spec("opentelemetry") is None:
         raise BenchmarkError("ours-traced needs the otel extra: pip install -e '.[otel]'")
+    if (pooled or "ours-pgbouncer" in apps) and (reason := pgbouncer.missing()):
+        raise BenchmarkError(f"The runs through PgBouncer need it: {reason}")
 
 
 def measure(args: argparse.Namespace) -> Run:
@@ -1043,10 +1141,17 @@ def measure(args: argparse.Namespace) -> Run:
         if "ours-traced" in args.only:
             sink = stack.enter_context(otlp_sink())
             environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink
+        bouncer = None
+        if any(APPS[key].pooled for key in args.only) or args.pgbouncer_workers:
+            target = sa.make_url(POSTGRES_SERVER)
+            progress(f"starting PgBouncer as {pgbouncer.EXAMPLE.relative_to(REPO)} has it")
+            bouncer = stack.enter_context(
+                PgBouncer((target.host or HOST, target.port or 5432), user=target.username)
+            )
         for key in args.only:
             progress(f"starting {APPS[key].label} and seeding {args.rows:,} heroes")
             servers[key] = stack.enter_context(
-                running(APPS[key], workdir, args, server_cpu, environment)
+                running(APPS[key], workdir, args, server_cpu, environment, bouncer)
             )
         for name in args.scenarios:
             for key, server in servers.items():
@@ -1066,7 +1171,18 @@ def measure(args: argparse.Namespace) -> Run:
         if args.memory_seconds:
             progress(f"memory check: {args.memory_seconds:g} s of mixed load on ours")
             memory = check_memory(servers["ours"], wrk, args.memory_seconds)
-    return Run(args, started, pinning, results, memory)
+        scaling = {}
+        for workers in args.pgbouncer_workers:
+            app = APPS["ours-pgbouncer"]
+            progress(f"mixed on {app.label}, {workers} worker(s): starting, seeding")
+            with running(app, workdir, args, None, environment, bouncer, workers) as server:
+                scaling[workers] = result = measure_scenario(wrk, server, SCENARIOS["mixed"], args)
+            progress(
+                f"  {result.requests_per_second:,.0f} rps, p50 {result.p50_ms:.2f} ms, "
+                f"p99 {result.p99_ms:.2f} ms"
+                + (f"; {result.describe_errors()}" if result.errors else "")
+            )
+    return Run(args, started, pinning, results, memory, scaling)
 
 
 def measure_scenario(
@@ -1148,7 +1264,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=list(APPS),
         default=list(PEERS),
-        help="apps to run (ours fastapi ceiling); ours-traced is ours with TRACING=true",
+        help="apps to run (ours fastapi ceiling, and ours-pgbouncer with --database "
+        "postgresql); ours-traced is ours with TRACING=true",
     )
     parser.add_argument(
         "--rows",
@@ -1166,6 +1283,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers", type=int, default=1, help="uvicorn workers for ours (1; the peers get 1)"
     )
     parser.add_argument(
+        "--pgbouncer-workers",
+        nargs="*",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --database postgresql: the mixed load through PgBouncer on N workers "
+        "(1 2 4; none to skip)",
+    )
+    parser.add_argument(
         "--memory-seconds",
         type=float,
         default=0,
@@ -1178,12 +1304,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="write results/latest.md only, leaving the committed report alone",
     )
     args = parser.parse_args(argv)
+    only_given = any(arg == "--only" or arg.startswith("--only=") for arg in argv or sys.argv)
+    if args.database == "postgresql" and not only_given:
+        args.only = [*args.only, "ours-pgbouncer"]
+    if args.pgbouncer_workers is None:
+        args.pgbouncer_workers = [1, 2, 4] if args.database == "postgresql" else []
+    if args.database != "postgresql" and (args.pgbouncer_workers or "ours-pgbouncer" in args.only):
+        parser.error("PgBouncer stands in front of PostgreSQL: add --database postgresql")
     if args.rows < 1 or args.connections < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rows and --connections must be at least 1, --duration positive")
     if args.memory_seconds and "ours" not in args.only:
         parser.error("--memory-seconds measures ours: keep it in --only")
-    if not args.scenarios and not args.memory_seconds:
-        parser.error("nothing to run: give --scenarios or --memory-seconds")
+    if not args.scenarios and not args.memory_seconds and not args.pgbouncer_workers:
+        parser.error("nothing to run: give --scenarios, --memory-seconds or --pgbouncer-workers")
     args.only = [key for key in APPS if key in args.only]
     args.scenarios = [name for name in SCENARIOS if name in args.scenarios]
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -1194,7 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 if the service answered every request without error."""
     args = parse_args(argv)
     try:
-        check_tools(args.only)
+        check_tools(args.only, pooled=bool(args.pgbouncer_workers))
         run = measure(args)
     except BenchmarkError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
@@ -1215,6 +1348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if run.memory and run.memory.load.errors:
         ours_errors.append(f"memory check: {run.memory.load.describe_errors()}")
+    ours_errors += [
+        f"mixed through PgBouncer, {workers} worker(s): {result.describe_errors()}"
+        for workers, result in run.scaling.items()
+        if result.errors
+    ]
     if ours_errors:
         print("FAILED: the service answered with errors under load:", file=sys.stderr)
         print("\n".join(f"  {line}" for line in ours_errors), file=sys.stderr)

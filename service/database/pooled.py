@@ -1,0 +1,230 @@
+"""PostgreSQL behind a transaction pooler (``DB_POOLER=transaction``): nothing left on a session.
+
+A transaction pooler (PgBouncer with ``pool_mode = transaction``; RDS Proxy, Supavisor and the
+poolers of Neon and Azure behave the same way) lends a client's connection a server session for
+one transaction at a time. The next transaction of the same connection may run on another
+session, one that other clients, or this worker before it restarted, have used. So the service
+leaves nothing on a session beyond the transaction that made it:
+
+- **No named prepared statement.** psycopg 3 runs with ``prepare_threshold=None``: every
+  statement goes out as the unnamed statement, Parse, Bind and Execute in one round trip, and
+  the next Parse on that session replaces it. (asyncpg, for an explicit ``postgresql+asyncpg://``,
+  runs with its statement cache off and SQLAlchemy's prepared statements unnamed: a Parse and
+  Describe first, then Bind and Execute, two round trips, the session held by the pooler
+  between them because no Sync ends the first.)
+- **No session setting.** Startup options (the statement timeout, in the direct mode) are refused
+  by PgBouncer and would be lost by any pooler, and a ``SET`` would stay on a session other
+  clients then get. The service bounds each statement itself instead (``bound``): past
+  ``DB_POOL_TIMEOUT`` (waiting in the pooler's queue for a session) plus
+  ``DB_STATEMENT_TIMEOUT_MS`` (running), the statement is cancelled and the request gets 503.
+- **One statement, one transaction.** psycopg's connections are in autocommit: each API
+  statement is its own transaction, committed when it answers, with no ``BEGIN`` and
+  ``COMMIT`` round trips, and the pooler hands the session back at once. Where SQLAlchemy opens
+  a transaction (plugin sessions, ``db_session``; the startup schema check; migrations), an
+  explicit ``BEGIN`` opens it, and its ``COMMIT`` or ``ROLLBACK`` ends it: the pooler keeps one
+  session for it in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.util import greenlet_spawn
+
+from service.database.statements import (
+    Database,
+    DatabaseUnavailable,
+    Row,
+    Statement,
+    raise_as_database_error,
+    traced,
+)
+from service.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.pool import PoolProxiedConnection, PoolResetState
+
+DRIVER = "postgresql+psycopg"
+"""The driver a plain ``postgresql://`` URL runs on behind a transaction pooler."""
+POOLED_DRIVERS = frozenset({"psycopg", "asyncpg"})
+_IDLE = 0
+"""libpq's ``PQTRANS_IDLE``: no transaction open on the connection."""
+
+
+def statement_bound(settings: Settings) -> float | None:
+    """Seconds a statement may take from being sent to its answer; None: no bound."""
+    if not settings.db_statement_timeout_ms:
+        return None
+    return settings.db_pool_timeout + settings.db_statement_timeout_ms / 1000
+
+
+def engine_arguments(url: URL, settings: Settings) -> dict[str, Any]:
+    """``create_async_engine``'s arguments for ``url`` behind a transaction pooler."""
+    driver = url.get_driver_name()
+    if driver not in POOLED_DRIVERS:
+        raise SettingsError(
+            f"DB_POOLER: a transaction pooler needs psycopg or asyncpg, not {url.drivername}"
+        )
+    if importlib.util.find_spec(driver) is None:
+        raise SettingsError(
+            f"DB_POOLER: {url.drivername} needs {driver}: pip install 'hero-service[postgres]'"
+        )
+    if driver == "asyncpg":
+        return {
+            "connect_args": {
+                "timeout": settings.db_connect_timeout,
+                "statement_cache_size": 0,
+                "prepared_statement_cache_size": 0,
+                "prepared_statement_name_func": _unnamed,
+            }
+        }
+    return {
+        # Positional parameters, so that the statements run on psycopg's cursor as compiled.
+        "paramstyle": "format",
+        # Connections come back in autocommit, with nothing to roll back but for a transaction
+        # SQLAlchemy did not end (see transactions_in_autocommit).
+        "pool_reset_on_return": None,
+        "connect_args": {
+            "connect_timeout": settings.db_connect_timeout,
+            "prepare_threshold": None,
+            "autocommit": True,
+        },
+    }
+
+
+def transactions_in_autocommit(engine: AsyncEngine) -> None:
+    """SQLAlchemy's transactions on psycopg's autocommit connections: an explicit ``BEGIN``.
+
+    SQLAlchemy expects the driver to begin a transaction by itself before a statement; in
+    autocommit psycopg does not, so each transaction SQLAlchemy begins gets an explicit
+    ``BEGIN``. SQLAlchemy then ends it through psycopg's ``commit()`` or ``rollback()``, which
+    send ``COMMIT`` or ``ROLLBACK`` while a transaction is open, autocommit or not. A connection
+    given back to the pool is rolled back only if a transaction is still open on it: SQLAlchemy's
+    rollback of every connection costs each statement of the API a call for nothing.
+    """
+    if engine.dialect.driver != "psycopg":
+        return
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute("BEGIN")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "reset")
+    def roll_back_if_open(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        if state.asyncio_safe and not state.terminate_only:
+            status = dbapi_connection.driver_connection.info.transaction_status
+            if status != _IDLE:
+                dbapi_connection.rollback()
+
+
+def _unnamed() -> str:
+    # SQLAlchemy's asyncpg dialect prepares every statement under the name this returns, and the
+    # empty name is the unnamed statement: nothing stays on the session under a name.
+    return ""
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Whether a read whose connection died may succeed at once on a new one.
+
+    Not after its bound ran out, nor when the pooler refused it and closed the connection
+    (PgBouncer answers SQLSTATE 08P01 when its queue wait, ``query_wait_timeout``, ran out or
+    it cannot reach PostgreSQL): trying again would wait as long again, or fail as fast. The
+    request gets 503 with ``Retry-After`` instead.
+    """
+    return not isinstance(exc, TimeoutError) and getattr(exc, "sqlstate", None) != "08P01"
+
+
+class PooledPostgresDatabase(Database):
+    """PostgreSQL behind a transaction pooler: one autocommit statement per call, bounded.
+
+    Each statement checks a connection out of the engine's pool, runs on the driver's own
+    connection in autocommit (the statement is its transaction), and gives it back. A statement
+    that has not answered within ``bound`` seconds is cancelled and the request gets 503; a read
+    whose connection turns out dead is run once more on a new connection.
+    """
+
+    def __init__(self, engine: AsyncEngine, bound: float | None) -> None:
+        self.engine = engine
+        self.bound = bound
+        self._psycopg = engine.dialect.driver == "psycopg"
+
+    async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
+        """Run ``statement`` on a pooled connection; return its rows."""
+        try:
+            if traced(self.engine.sync_engine):
+                return await self._fetch_through_sqlalchemy(statement, params)
+            return await self._fetch_on_driver(statement, params)
+        except Exception as exc:
+            raise_as_database_error(exc)
+            if isinstance(exc, self.engine.dialect.loaded_dbapi.OperationalError):
+                # psycopg's failures to connect (refused, timed out) carry no SQLSTATE, and
+                # the pool's connect raises them unwrapped.
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                raise DatabaseUnavailable(f"{type(exc).__name__}: {first_line}") from None
+            raise
+
+    async def _fetch_on_driver(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
+        compiled = statement.compiled(self.engine.dialect)
+        arguments = compiled.arguments(params)
+        retry = not statement.writes
+        while True:
+            connection = await self.engine.raw_connection()
+            driver: Any = connection.driver_connection
+            try:
+                if self._psycopg:
+                    rows = await self._on_psycopg(driver, compiled.sql, arguments)
+                else:
+                    rows = await driver.fetch(compiled.sql, *arguments, timeout=self.bound)
+            except asyncio.CancelledError:
+                # Abandoned mid-statement: the connection's state is unknown, so it is not reused.
+                await greenlet_spawn(connection.invalidate)
+                raise
+            except Exception as exc:
+                if not self._dropped(connection, exc):
+                    raise
+                await greenlet_spawn(connection.invalidate, exc)
+                if not (retry and _worth_retrying(exc)):
+                    raise
+                retry = False
+                continue
+            finally:
+                await greenlet_spawn(connection.close)
+            return compiled.rows(rows)
+
+    async def _on_psycopg(self, driver: Any, sql: str, arguments: list[Any]) -> Sequence[Row]:
+        # In autocommit (engine_arguments), the statement is its own transaction. Results come
+        # in binary, which psycopg reads with less work than text.
+        async with asyncio.timeout(self.bound), driver.cursor() as cursor:
+            await cursor.execute(sql, arguments, binary=True)
+            rows: Sequence[Row] = await cursor.fetchall()
+            return rows
+
+    def _dropped(self, connection: PoolProxiedConnection, exc: Exception) -> bool:
+        # A statement past its bound leaves its connection in an unknown state: it goes too.
+        driver: Any = connection.driver_connection
+        closed = driver.closed if self._psycopg else driver.is_closed()
+        return bool(closed) or isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+    async def _fetch_through_sqlalchemy(
+        self, statement: Statement, params: dict[str, Any]
+    ) -> Sequence[Row]:
+        # Traced (listeners on the engine see the statement): as bounded as on the driver.
+        async with asyncio.timeout(self.bound), self.engine.connect() as connection:
+            result = await connection.execute(statement.statement, params)
+            rows = result.all()
+            await connection.commit()
+            return rows
+
+    async def close(self) -> None:
+        """Close the pool's connections (at shutdown)."""
+        await self.engine.dispose()

@@ -1,0 +1,164 @@
+"""Debian's PgBouncer, started on a free port for the tests and benchmarks, as deploy/ has it.
+
+It runs the repository's example, ``deploy/pgbouncer.ini`` (transaction mode and the rest),
+but for where it listens, how it authenticates (trust), the pool size and the queue's timeout
+when a test sets them, and its database line: every database name goes to the PostgreSQL server
+under test, with the example's options (``timezone=UTC``). PgBouncer refuses to run as root: as
+root it is started with ``-u postgres``, its files in a directory that user can read.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Self
+
+import psycopg
+import sqlalchemy as sa
+
+from service.settings import Pooler
+
+POOLED_URLS: set[str] = set()
+"""Database URLs that reach PostgreSQL through a test PgBouncer: apps on them run in the pooler
+mode (``DB_POOLER=transaction``), as an operator would set it for that URL."""
+BINARY = "pgbouncer"
+EXAMPLE = Path(__file__).parents[1] / "deploy" / "pgbouncer.ini"
+"""The configuration the repository recommends; the tests run it."""
+RUN_AS = "postgres"
+"""The user PgBouncer runs as when started by root."""
+
+
+def pooler_for(database_url: str) -> Pooler:
+    """``DB_POOLER`` for an app on ``database_url``: ``transaction`` through PgBouncer."""
+    return "transaction" if database_url in POOLED_URLS else "none"
+
+
+def missing() -> str | None:
+    """Why PgBouncer cannot be started here, or None."""
+    if shutil.which(BINARY) is None:
+        return "pgbouncer is not installed (apt-get install pgbouncer)"
+    return None
+
+
+class PgBouncer:
+    """A PgBouncer process in front of the PostgreSQL server at ``target`` (host, port)."""
+
+    def __init__(
+        self,
+        target: tuple[str, int],
+        *,
+        user: str | None = None,
+        pool_size: int | None = None,
+        **settings: str | int | float | Path,
+    ) -> None:
+        """Configure it (nothing runs until :meth:`start`); ``settings`` go to ``[pgbouncer]``.
+
+        ``user``: the PostgreSQL user the clients connect as (``postgres`` by default);
+        ``pool_size``: ``default_pool_size``, the example's unless given.
+        """
+        self.target = target
+        self.users = sorted({RUN_AS, user or RUN_AS})
+        example = configparser.ConfigParser(
+            comment_prefixes=(";", "#"), inline_comment_prefixes=None, interpolation=None
+        )
+        example.read(EXAMPLE)
+        (database,) = example["databases"].values()
+        self.database_options = " ".join(
+            option
+            for option in database.split()
+            if option.partition("=")[0] not in ("host", "port", "dbname")
+        )
+        with socket.socket() as sock:  # a free port (tests.live, which imports this, has one too)
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self.directory = Path(tempfile.mkdtemp(prefix="hero-pgbouncer-"))
+        self.settings: dict[str, str | int | float | Path] = {
+            **example["pgbouncer"],
+            "listen_addr": "127.0.0.1",
+            "listen_port": self.port,
+            "unix_socket_dir": "",
+            "auth_type": "trust",
+            "auth_file": self.directory / "users.txt",
+            "admin_users": RUN_AS,
+            **({"default_pool_size": pool_size} if pool_size else {}),
+            **settings,
+        }
+        self.log = self.directory / "pgbouncer.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database_url: str) -> str:
+        """``database_url`` (a database on the target server) through this PgBouncer."""
+        url = sa.make_url(database_url).set(host="127.0.0.1", port=self.port)
+        return url.render_as_string(hide_password=False)
+
+    def start(self) -> Self:
+        """Start PgBouncer and wait until it answers."""
+        host, port = self.target
+        # auth_type trust: no password, but the user must be listed.
+        (self.directory / "users.txt").write_text("".join(f'"{u}" ""\n' for u in self.users))
+        config = self.directory / "pgbouncer.ini"
+        lines = ["[databases]", f"* = host={host} port={port} {self.database_options}"]
+        lines += ["[pgbouncer]", *(f"{key} = {value}" for key, value in self.settings.items())]
+        config.write_text("\n".join(lines) + "\n")
+        self.directory.chmod(0o755)
+        command = [BINARY, *(["-u", RUN_AS] if os.geteuid() == 0 else []), str(config)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {self.log.read_text(errors='replace')}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                time.sleep(0.05)
+            else:
+                return self
+        self.stop()
+        raise RuntimeError(f"pgbouncer did not listen: {self.log.read_text(errors='replace')}")
+
+    @property
+    def pid(self) -> int:
+        """The PgBouncer process."""
+        if self.process is None:
+            raise RuntimeError("pgbouncer is not running")
+        return self.process.pid
+
+    def show(self, what: str) -> list[dict[str, Any]]:
+        """A ``SHOW`` command of PgBouncer's admin console (``SERVERS``, ``POOLS``...)."""
+        with psycopg.connect(
+            f"postgresql://{RUN_AS}@127.0.0.1:{self.port}/pgbouncer", autocommit=True
+        ) as admin:
+            cursor = admin.execute(f"SHOW {what}")
+            names = [column.name for column in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def server_pids(self) -> list[int]:
+        """The PostgreSQL backends of its server connections."""
+        return [int(server["remote_pid"]) for server in self.show("SERVERS")]
+
+    def stop(self) -> None:
+        """Stop PgBouncer and remove its files."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)  # SIGINT: PgBouncer's fast shutdown
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
