@@ -24,7 +24,14 @@ from litestar.testing import TestClient
 from service.app import create_app
 from service.database.tables import IdempotencyKey
 from service.settings import Settings
-from tests.helpers import Client, assert_error, direct_engine, held_write_lock, new_hero
+from tests.helpers import (
+    Client,
+    assert_error,
+    direct_engine,
+    held_write_lock,
+    new_hero,
+    settings_for,
+)
 from tests.test_waits import serving, slow_inserts, sqlite_write_lock
 
 keys = cast(sa.Table, IdempotencyKey.__table__)
@@ -191,7 +198,7 @@ def test_forgotten_keys_are_deleted_by_later_keyed_creates(
 
 
 def test_the_retention_is_a_setting(database_url: str) -> None:
-    settings = Settings(database_url=database_url, idempotency_key_retention_seconds=60)
+    settings = settings_for(database_url, idempotency_key_retention_seconds=60)
     with TestClient(create_app(settings)) as client:
         key, body = a_key(), new_hero("Short")
         client.post("/heroes", json=body, headers=keyed(key))
@@ -220,7 +227,7 @@ def test_a_key_whose_create_is_still_running_is_409_then_replayed(database_url: 
     key, body = a_key(), new_hero("Slow")
 
     async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response, Any]:
-        settings = Settings(database_url=database_url, access_log=False)
+        settings = settings_for(database_url, access_log=False)
         async with serving(create_app(settings)) as client:
             with create_held(database_url) as release:
                 first = asyncio.ensure_future(client.post("/heroes", json=body, headers=keyed(key)))

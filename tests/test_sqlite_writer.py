@@ -265,10 +265,10 @@ def test_a_write_whose_conversion_fails_fails_alone_and_the_writer_serves_on(
     first = asyncio.run(write_notes(url, ["a", fault, "b"]))
     second = asyncio.run(write_notes(url, ["c"]))
 
-    assert first[0] == [("a",)]
+    assert [list(row) for row in first[0]] == [["a"]]
     assert isinstance(first[1], ValueError)
-    assert first[2] == [("b",)]
-    assert second == [[("c",)]]
+    assert [list(row) for row in first[2]] == [["b"]]
+    assert [[list(row) for row in rows] for rows in second] == [[["c"]]]
     connection = sqlite3.connect(sqlite_file)
     texts = [text for (text,) in connection.execute("SELECT text FROM notes ORDER BY id")]
     connection.close()
