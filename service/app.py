@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import PluginProtocol
-from litestar.types import ControllerRouterHandler, Guard, LifespanHook, Middleware
+from litestar.types import ControllerRouterHandler, LifespanHook, Middleware
 
 from service.database.engines import DatabaseConfig, database_config, open_database, prepare_schema
 from service.database.statements import Database
@@ -25,10 +25,10 @@ from service.http.limits import docs_budget, rate_limit
 from service.http.openapi import complete_document
 from service.http.proxies import TrustedProxies
 from service.http.resources import Resource
-from service.http.security import api_key_guard
+from service.http.security import api_key_required
 from service.ops.health import HEALTH
 from service.ops.metrics import prometheus
-from service.ops.requests import ServiceApp, add_response_headers, logging_config
+from service.ops.requests import ServiceApp, logging_config
 from service.settings import Settings, SettingsError, comma_list
 
 DESCRIPTION = """\
@@ -67,10 +67,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         partial(complete_document, additions=additions, api_key=bool(settings.api_keys)),
     ]
     on_shutdown: list[LifespanHook] = [db.close]
-    guards: list[Guard] = list(decoding.GUARDS)
-    if settings.api_keys:
-        guards.append(api_key_guard(settings.api_keys))
-    # The first middleware is the outermost: metrics count every answer, 429s included.
+    # The first middleware is the outermost: metrics count every answer, 429s included. The
+    # request line's checks and the API key come last, innermost, where a guard would run.
     if settings.metrics:
         metrics_middleware, metrics_controller = prometheus()
         middleware.append(metrics_middleware)
@@ -79,6 +77,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         limit, counter = rate_limit(settings, exclude=UNLIMITED_PATHS)
         middleware.append(limit)
         on_shutdown.append(counter.close)
+    middleware.append(decoding.strict_request_line)
+    if settings.api_keys:
+        middleware.append(api_key_required(settings.api_keys))
     plugins: list[PluginProtocol] = [SQLAlchemyPlugin(config=database)]
     if settings.tracing:
         plugins += tracing(database)
@@ -100,11 +101,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"db": Provide(lambda: db, use_cache=True, sync_to_thread=False)},
         # Not a second dependency: Litestar resolves two in a task group, on every request.
         state=State({KEY_RETENTION_STATE: key_retention}),
-        guards=guards,
         middleware=middleware,
         exception_handlers=exception_handlers,
         request_class=decoding.StrictRequest,
-        before_send=[add_response_headers],
         request_max_body_size=settings.max_body_size,
         cors_config=cors(settings),
         logging_config=logging_config(settings),

@@ -290,7 +290,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", request_id.encode()),
-            *((name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS),
+            *SECURITY_HEADERS,
             *([(b"retry-after", str(RETRY_AFTER_SECONDS).encode())] if retry else []),
             (b"connection", b"close"),
         ]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from litestar.config.app import AppConfig
     from litestar.types import (
+        HTTPResponseStartEvent,
         HTTPScope,
         LifeSpanReceive,
         LifeSpanScope,
@@ -42,28 +43,31 @@ access_logger = logging.getLogger("service.access")
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """Request ids a client may choose; anything else is replaced, so it cannot forge log lines."""
-SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff")]
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
 SHUTTING_DOWN = threading.Event()
 """Set when the server begins a graceful shutdown: answers then close their connection."""
 
 
-async def add_response_headers(message: Message, scope: Scope) -> None:
-    """``before_send`` hook: every answer carries its request id and the security headers.
+def add_response_headers(message: HTTPResponseStartEvent, scope: Scope) -> None:
+    """Every answer carries its request id and the security headers (run on each answer's start).
 
-    It sees every answer of the app, routed or not (404, 405 and 413 too). An answer to
-    ``OPTIONS`` or a 405 lists every method of its path in ``Allow``, ``HEAD`` beside ``GET``:
-    Litestar 2.25 lists only those of the first handler registered on the path, ``OPTIONS,
-    POST`` on /heroes (litestar#4169). During a graceful shutdown, answers close their connection.
+    ``ServiceApp`` runs it on every answer of the app, routed or not (404, 405 and 413 too). An
+    answer to ``OPTIONS`` or a 405 lists every method of its path in ``Allow``, ``HEAD`` beside
+    ``GET``: Litestar 2.25 lists only those of the first handler registered on the path,
+    ``OPTIONS, POST`` on /heroes (litestar#4169). During a graceful shutdown, answers close their
+    connection.
     """
-    if message["type"] != "http.response.start":
+    message["headers"] = [
+        *message.get("headers", ()),
+        (b"x-request-id", request_id(scope).encode()),
+        *SECURITY_HEADERS,
+    ]
+    status = message["status"]
+    methods_listed = scope.get("method") == "OPTIONS" or status == HTTP_405_METHOD_NOT_ALLOWED
+    if not (methods_listed or SHUTTING_DOWN.is_set()):
         return
     headers = MutableScopeHeaders.from_message(message)
-    headers.add("X-Request-ID", request_id(scope))
-    for name, value in SECURITY_HEADERS:
-        headers.add(name, value)
-    if "allow" in headers and (
-        scope.get("method") == "OPTIONS" or message["status"] == HTTP_405_METHOD_NOT_ALLOWED
-    ):
+    if methods_listed and "allow" in headers:
         template = scope.get("path_template")
         methods = methods_of_path(Litestar.from_scope(scope), template) if template else ""
         headers["Allow"] = methods or with_head(headers["Allow"])
@@ -103,7 +107,9 @@ class ServiceApp(Litestar):
     - client address: taken from ``X-Forwarded-For`` behind trusted proxies before any layer
       (rate limit, access log) reads it;
     - HEAD: answered as a GET without its body wherever GET is (RFC 9110, 9.3.2); Litestar's
-      ``@get`` routes answer HEAD with 405.
+      ``@get`` routes answer HEAD with 405;
+    - response headers: added in the one wrapper of ``send``, which also runs the plugins'
+      ``before_send`` hooks, instead of Litestar's wrapper and a hook of its own.
     """
 
     def __init__(
@@ -150,24 +156,28 @@ class ServiceApp(Litestar):
                 },
             )
 
-        async def send_noting_status(message: Message) -> None:
+        hooks = self.before_send  # the plugins': the session closer, tracing's span name
+
+        async def send_through_hooks(message: Message) -> None:
+            # The one wrapper of ``send``: Litestar's own (one per app, running the before_send
+            # hooks) is not used, as the app calls its ASGI handler itself.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                add_response_headers(message, http_scope)
             elif method == "HEAD" and message["type"] == "http.response.body":
                 message = {**message, "body": b""}
+            for hook in hooks:
+                await hook(message, http_scope)
             await http_send(message)
-
-        async def send_refusal(message: Message) -> None:
-            await add_response_headers(message, http_scope)
-            await send_noting_status(message)
 
         try:
             refusal = host_refusal(http_scope, self.served_hosts)
             if refusal is None:
-                await super().__call__(http_scope, receive, send_noting_status)
+                http_scope["app"] = http_scope["litestar_app"] = self
+                await self.asgi_handler(http_scope, cast("Receive", receive), send_through_hooks)
             else:
-                await refusal(http_scope, cast("Receive", receive), send_refusal)
+                await refusal(http_scope, cast("Receive", receive), send_through_hooks)
         finally:
             if self.access_log:
                 duration = time.perf_counter() - started
