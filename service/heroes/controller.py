@@ -6,7 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
@@ -41,6 +41,7 @@ from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
 from service.http.idempotency import request_key
 from service.http.resources import Resource
+from service.http.responses import JsonResponse
 
 MAX_PAGE = 100
 """Most heroes one list request returns."""
@@ -141,6 +142,7 @@ class HeroController(Controller):
 
     path = "/heroes"
     tags = ["heroes"]
+    response_class = JsonResponse
 
     @post(
         operation_id="createHero",
@@ -163,7 +165,7 @@ class HeroController(Controller):
         request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         data: Annotated[HeroCreate, Body(examples=[CREATE_EXAMPLE])],
-    ) -> Response[HeroPublic]:
+    ) -> JsonResponse[HeroPublic]:
         """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``.
 
         Send an ``Idempotency-Key`` (a UUID, new for each hero) to make the create safe to
@@ -181,7 +183,7 @@ class HeroController(Controller):
         headers = {"Location": f"/heroes/{hero.id}", "ETag": etag(version)}
         if replayed:
             headers[idempotency.REPLAYED_HEADER] = "true"
-        return Response(hero, status_code=201, headers=headers)
+        return JsonResponse(hero, status_code=201, headers=headers)
 
     @get(
         operation_id="listHeroes",
@@ -241,7 +243,7 @@ class HeroController(Controller):
         count: Annotated[
             bool, Parameter(description="Also send `X-Total-Count`; it costs a scan.")
         ] = False,
-    ) -> Response[list[HeroPublic]]:
+    ) -> JsonResponse[list[HeroPublic]]:
         """List heroes, 100 at most per page, ordered by ``order_by`` (id by default).
 
         Every full page carries a ``Link: <...>; rel="next"`` header: follow it to the next page
@@ -264,7 +266,7 @@ class HeroController(Controller):
             headers["Link"] = next_link(path, query, cursor_next)
         if count:
             headers["X-Total-Count"] = str(await count_heroes(db, filters))
-        return Response(heroes, headers=headers)
+        return JsonResponse(heroes, headers=headers)
 
     @get(
         "/{hero_id:int}",
@@ -281,13 +283,13 @@ class HeroController(Controller):
         db: NamedDependency[Database],
         hero_id: HeroId,
         if_none_match: IfNoneMatch = None,
-    ) -> Response[HeroPublic]:
+    ) -> JsonResponse[HeroPublic]:
         """Get one hero by id, with its ``ETag``."""
         hero, version = await select_hero(db, hero_id)
         headers = {"ETag": etag(version), "Cache-Control": "no-cache"}
         if if_none_match is not None and matches_any(if_none_match, version):
-            return Response(None, status_code=304, headers=headers)  # type: ignore[arg-type]
-        return Response(hero, headers=headers)
+            return JsonResponse(None, status_code=304, headers=headers)  # type: ignore[arg-type]
+        return JsonResponse(hero, headers=headers)
 
     @patch(
         "/{hero_id:int}",
@@ -302,11 +304,11 @@ class HeroController(Controller):
         hero_id: HeroId,
         data: Annotated[HeroUpdate, Body(examples=[UPDATE_EXAMPLE])],
         if_match: IfMatch = None,
-    ) -> Response[HeroPublic]:
+    ) -> JsonResponse[HeroPublic]:
         """Change some of a hero's fields. Omitted fields stay; ``"age": null`` clears the age."""
         versions = allowed_versions(if_match)
         hero, version = await patch_hero(db, hero_id, data.changes(), versions)
-        return Response(hero, headers={"ETag": etag(version)})
+        return JsonResponse(hero, headers={"ETag": etag(version)})
 
     @delete(
         "/{hero_id:int}",
