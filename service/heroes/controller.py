@@ -11,7 +11,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example, Tag
-from litestar.params import Body, HeaderParameter, Parameter, ParameterKwarg
+from litestar.params import Body, Parameter, ParameterKwarg
 
 from service.database.statements import Database
 from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
@@ -25,7 +25,14 @@ from service.heroes.cursors import (
     parse_sort,
     position_of,
 )
-from service.heroes.etags import ENTITY_TAGS, allowed_versions, etag, matches_any
+from service.heroes.etags import (
+    IF_MATCH,
+    IF_NONE_MATCH,
+    allowed_versions,
+    etag,
+    header_value,
+    matches_any,
+)
 from service.heroes.queries import (
     Filters,
     count_heroes,
@@ -72,27 +79,6 @@ CREATE_EXAMPLE = Example(
 UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
 
 
-ENTITY_TAGS_SCHEMA = {"type": "string", "oneOf": None, "pattern": ENTITY_TAGS}
-"""An optional header is a string when sent (never null), of the entity-tag syntax. Stated in
-the document only: etags.py checks it, so that the 400 names the header."""
-IfMatch = Annotated[
-    str | None,
-    HeaderParameter(
-        name="If-Match",
-        description="Write only if the hero is still at one of these ETags (or `*`); otherwise "
-        "412. A value that is not `*` nor a list of entity tags is 400.",
-        schema_extra=ENTITY_TAGS_SCHEMA,
-    ),
-]
-IfNoneMatch = Annotated[
-    str | None,
-    HeaderParameter(
-        name="If-None-Match",
-        description="Answer 304 without a body if the hero is still at one of these ETags (or "
-        "for `*`). A value that is not `*` nor a list of entity tags is 400.",
-        schema_extra=ENTITY_TAGS_SCHEMA,
-    ),
-]
 ETAG_HEADER = ResponseHeader(
     name="ETag",
     value='"1"',  # an example, from which the schema is derived: never sent
@@ -280,11 +266,13 @@ class HeroController(Controller):
     )
     async def get_hero(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         hero_id: HeroId,
-        if_none_match: IfNoneMatch = None,
     ) -> JsonResponse[HeroPublic]:
         """Get one hero by id, with its ``ETag``."""
+        # The conditional headers are documented by openapi.conditions (see etags.header_value).
+        if_none_match = header_value(request.scope, IF_NONE_MATCH)
         hero, version = await select_hero(db, hero_id)
         headers = {"ETag": etag(version), "Cache-Control": "no-cache"}
         if if_none_match is not None and matches_any(if_none_match, version):
@@ -300,13 +288,13 @@ class HeroController(Controller):
     )
     async def update_hero(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         hero_id: HeroId,
         data: Annotated[HeroUpdate, Body(examples=[UPDATE_EXAMPLE])],
-        if_match: IfMatch = None,
     ) -> JsonResponse[HeroPublic]:
         """Change some of a hero's fields. Omitted fields stay; ``"age": null`` clears the age."""
-        versions = allowed_versions(if_match)
+        versions = allowed_versions(header_value(request.scope, IF_MATCH))
         hero, version = await patch_hero(db, hero_id, data.changes(), versions)
         return JsonResponse(hero, headers={"ETag": etag(version)})
 
@@ -319,12 +307,13 @@ class HeroController(Controller):
     )
     async def delete_hero(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         hero_id: HeroId,
-        if_match: IfMatch = None,
     ) -> Deleted:
         """Delete a hero for good."""
-        await remove_hero(db, hero_id, allowed_versions(if_match))
+        versions = allowed_versions(header_value(request.scope, IF_MATCH))
+        await remove_hero(db, hero_id, versions)
         return Deleted()
 
 

@@ -7,8 +7,15 @@ A hero's version counts the writes to its row; its strong entity tag is the vers
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from service.database.tables import VERSION_MAX
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
+IF_MATCH = "If-Match"
+IF_NONE_MATCH = "If-None-Match"
 
 Versions = list[int] | None
 """The versions an ``If-Match`` header allows, or None for any (no header, or ``*``)."""
@@ -32,6 +39,18 @@ class MalformedEntityTags(ValueError):
     def __init__(self, header: str) -> None:
         super().__init__(f'{header} must be * or a list of entity tags such as "1" or W/"1"')
         self.header = header
+
+
+def header_value(scope: Scope, header: str) -> str | None:
+    """The request's ``header`` (``If-Match``, ``If-None-Match``), or None when it is not sent.
+
+    A list-valued header may come in several lines; they are one list, joined by commas (RFC
+    9110, 5.3). Read from the ASGI scope's raw headers: a header parameter in the handler's
+    signature makes Litestar build the request's header map on every read and write.
+    """
+    name = header.lower().encode()
+    lines = [value for key, value in scope["headers"] if key == name]
+    return ", ".join(line.decode("latin-1") for line in lines) if lines else None
 
 
 def etag(version: int) -> str:
@@ -59,7 +78,7 @@ def allowed_versions(if_match: str | None) -> Versions:
     """
     if if_match is None:
         return None
-    tags = entity_tags(if_match, "If-Match")
+    tags = entity_tags(if_match, IF_MATCH)
     if tags is None:
         return None
     versions = (int(match[1]) for tag in tags if (match := _VERSION_TAG.fullmatch(tag)))
@@ -68,5 +87,5 @@ def allowed_versions(if_match: str | None) -> Versions:
 
 def matches_any(if_none_match: str, version: int) -> bool:
     """Whether ``If-None-Match`` is ``*`` or names ``version``, compared weakly."""
-    tags = entity_tags(if_none_match, "If-None-Match")
+    tags = entity_tags(if_none_match, IF_NONE_MATCH)
     return tags is None or etag(version) in {tag.removeprefix("W/") for tag in tags}

@@ -6,6 +6,7 @@ from litestar.openapi.spec import Link, OpenAPI, OpenAPIHeader, Parameter, Schem
 from litestar.openapi.spec.enums import OpenAPIType
 
 from service.database.tables import KEY_MAX_LENGTH
+from service.heroes.etags import ENTITY_TAGS, IF_MATCH, IF_NONE_MATCH
 from service.http import idempotency
 from service.http.openapi import operation, response
 
@@ -39,24 +40,58 @@ IDEMPOTENCY_KEY = Parameter(
         examples=["8e03978e-40d5-43e8-bc93-6894a57f9324"],
     ),
 )
-"""createHero's ``Idempotency-Key`` header, which its handler reads from the raw headers (see
-``service.http.idempotency.header_value``): no parameter of its signature documents it."""
+"""createHero's ``Idempotency-Key`` header."""
+
+
+def condition(name: str, description: str) -> Parameter:
+    """An optional conditional request header of the entity-tag syntax.
+
+    Its syntax is stated in the document only: etags.py checks it, so that the 400 names the
+    header. A header is a string when sent, never null.
+    """
+    return Parameter(
+        name=name,
+        param_in="header",
+        required=False,
+        deprecated=False,
+        description=description,
+        schema=Schema(type=OpenAPIType.STRING, pattern=ENTITY_TAGS, description=description),
+    )
+
+
+IF_MATCH_HEADER = condition(
+    IF_MATCH,
+    "Write only if the hero is still at one of these ETags (or `*`); otherwise 412. A value "
+    "that is not `*` nor a list of entity tags is 400.",
+)
+IF_NONE_MATCH_HEADER = condition(
+    IF_NONE_MATCH,
+    "Answer 304 without a body if the hero is still at one of these ETags (or for `*`). A value "
+    "that is not `*` nor a list of entity tags is 400.",
+)
+HEADERS_READ_RAW = {
+    "createHero": IDEMPOTENCY_KEY,
+    "getHero": IF_NONE_MATCH_HEADER,
+    "updateHero": IF_MATCH_HEADER,
+    "deleteHero": IF_MATCH_HEADER,
+}
+"""The request headers each handler reads from the raw headers (``idempotency.header_value``,
+``etags.header_value``), which no parameter of its signature documents."""
 
 
 def complete_document(document: OpenAPI) -> None:
-    """Add createHero's links and key, and make listHeroes' ``X-Total-Count`` an integer."""
+    """Add createHero's links, the headers read raw, and make ``X-Total-Count`` an integer."""
     link_new_hero(document)
-    key_parameter(document)
+    headers_read_raw(document)
     count_as_integer(document)
 
 
-def key_parameter(document: OpenAPI) -> None:
-    """Document createHero's ``Idempotency-Key`` request header."""
-    create = operation(document, "createHero")
-    others = [
-        p for p in create.parameters or [] if getattr(p, "name", None) != IDEMPOTENCY_KEY.name
-    ]
-    create.parameters = [*others, IDEMPOTENCY_KEY]
+def headers_read_raw(document: OpenAPI) -> None:
+    """Document the request headers the handlers read from the raw headers."""
+    for operation_id, header in HEADERS_READ_RAW.items():
+        found = operation(document, operation_id)
+        others = [p for p in found.parameters or [] if getattr(p, "name", None) != header.name]
+        found.parameters = [*others, header]
 
 
 def link_new_hero(document: OpenAPI) -> None:
