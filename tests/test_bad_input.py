@@ -313,6 +313,15 @@ def test_list_with_a_query_parameter_given_twice_is_400_naming_it(
     assert_error(client.get(f"/heroes?{query}"), 400, key)
 
 
+@pytest.mark.parametrize("query", ["limit=1&li%6Dit=2", "name_prefix=a&name%5Fprefix=b"])
+def test_a_query_parameter_given_twice_under_two_spellings_is_400_naming_it(
+    client: Client, query: str
+) -> None:
+    key = query.split("=")[0]
+
+    assert_error(client.get(f"/heroes?{query}"), 400, key)
+
+
 def test_list_ignores_a_repeated_parameter_it_does_not_declare(client: Client) -> None:
     assert client.get("/heroes?utm=1&utm=2").status_code == 200
 

@@ -290,8 +290,12 @@ def single_query_values(scope: Scope) -> None:
     ``?offset=1&offset=2`` has no one meaning (Litestar would keep the last); it names the
     parameter, like any other invalid query value.
     """
-    if not scope.get("query_string"):
+    query_string = scope.get("query_string")
+    if not query_string:
         return
+    given = [pair.partition(b"=")[0] for pair in query_string.split(b"&") if pair]
+    if len(set(given)) == len(given) and not any(b"%" in n or b"+" in n for n in given):
+        return  # no name twice, nor written two ways
     # Parsed once: the connection keeps the parsed query in the scope for the handler's.
     query = ASGIConnection[Any, Any, Any, Any](scope).query_params
     names = scalar_query_names(scope["route_handler"]) - scope.get("path_params", {}).keys()
