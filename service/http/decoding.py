@@ -26,12 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Request
+from litestar._multipart import parse_content_header  # what Request.content_type parses with
 from litestar.connection import ASGIConnection
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import ParamType, ScopeType
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    ValidationException,
+)
 from litestar.params import ParameterKwarg
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.types import Empty
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -67,9 +74,41 @@ class InvalidBody(ValueError):
 
 
 class StrictRequest(Request[Any, Any, Any]):
-    """A request whose JSON body is decoded straight into the handler's ``data`` type, strictly."""
+    """A request whose JSON body is decoded straight into the handler's ``data`` type, strictly.
+
+    Its ``Content-Length`` and ``Content-Type`` are read from the scope's raw headers, the first
+    of each as Litestar reads them: Litestar builds the whole header map for them, on every
+    write, which cost a create as much as decoding its body.
+    """
 
     __slots__ = ()
+
+    def _first_header(self, name: bytes) -> str | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def content_length(self) -> int | None:
+        """The ``Content-Length`` header as a number; 400 when it is not one."""
+        if self._content_length is Empty:
+            header = self._first_header(b"content-length")
+            try:
+                self._content_length = int(header) if header is not None else None
+            except ValueError:
+                raise ClientException(f"Invalid content-length: {header!r}") from None
+        return self._content_length
+
+    @property
+    def content_type(self) -> tuple[str, dict[str, str]]:
+        """The ``Content-Type`` header's media type (lower-cased) and its parameters."""
+        if self._content_type is Empty:
+            state = self._connection_state
+            if state.content_type is Empty:
+                state.content_type = parse_content_header(self._first_header(b"content-type") or "")
+            self._content_type = state.content_type
+        return self._content_type
 
     async def body(self) -> bytes:
         """The raw body; 400 when it is empty and the handler requires one.
