@@ -10,7 +10,7 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example, Tag
+from litestar.openapi.spec import Tag
 from litestar.params import Body, Parameter, ParameterKwarg
 
 from service.database.statements import Database
@@ -72,57 +72,6 @@ def bounded(ge: int, le: int, description: str) -> ParameterKwarg:
 HeroId = Annotated[int, bounded(1, ID_MAX, "The hero's id.")]
 
 
-CREATE_EXAMPLE = Example(
-    summary="A hero with an age",
-    value={"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30},
-)
-UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
-
-
-ETAG_HEADER = ResponseHeader(
-    name="ETag",
-    value='"1"',  # an example, from which the schema is derived: never sent
-    description="The hero's version; send it in If-Match to update or delete only that version.",
-    required=True,
-    documentation_only=True,
-)
-
-
-REPLAYED_HEADER = ResponseHeader(
-    name=idempotency.REPLAYED_HEADER,
-    value="true",  # an example, from which the schema is derived: never sent as such
-    description=(
-        "`true` when the answer is the first one given again, for a retry with the same "
-        "Idempotency-Key: nothing was created this time."
-    ),
-    documentation_only=True,
-)
-
-
-LINK_HEADER = ResponseHeader(
-    name="Link",
-    value='</heroes?limit=20&cursor=WzEsImlkIiwyMCwyMF0>; rel="next"',  # an example, never sent
-    description=(
-        'On every full page: `<URL>; rel="next"` (RFC 8288), the URL of the next page, '
-        "relative to the request's, with the same filters, order_by and limit and a `cursor`. "
-        "Follow it until it is absent to list every hero exactly once."
-    ),
-    documentation_only=True,
-)
-TOTAL_COUNT_HEADER = ResponseHeader(
-    name="X-Total-Count",
-    value="42",  # an example, never sent; service.http.openapi makes the schema an integer
-    description="With `count=true`: how many heroes match the filters, over all pages.",
-    documentation_only=True,
-)
-ORDER_BY_DESCRIPTION = (
-    "The order of the list: `id`, `name` or `age`, descending with a leading `-` (`-age`). "
-    "Ties are broken by id, in the same direction. Names sort case-insensitively (A-Z only) by "
-    "code point; a hero without an age sorts before every age: first with `age`, last with "
-    "`-age`."
-)
-
-
 class HeroController(Controller):
     """Create, read, update and delete heroes."""
 
@@ -141,8 +90,8 @@ class HeroController(Controller):
                 required=True,
                 documentation_only=True,
             ),
-            ETAG_HEADER,
-            REPLAYED_HEADER,
+            openapi.ETAG_HEADER,
+            openapi.REPLAYED_HEADER,
         ],
         responses=documented(400, 409, 413, 415, 422, 503),
     )
@@ -150,7 +99,7 @@ class HeroController(Controller):
         self,
         request: Request[Any, Any, Any],
         db: NamedDependency[Database],
-        data: Annotated[HeroCreate, Body(examples=[CREATE_EXAMPLE])],
+        data: Annotated[HeroCreate, Body(examples=[openapi.CREATE_EXAMPLE])],
     ) -> JsonResponse[HeroPublic]:
         """Create a hero. The answer carries its id, its URL in ``Location`` and its ``ETag``.
 
@@ -158,7 +107,7 @@ class HeroController(Controller):
         retry: the same key with the same body, within 24 hours by default, creates nothing
         and answers the first result again, with ``Idempotent-Replayed: true``.
         """
-        # The header is documented by openapi.key_parameter (see idempotency.header_value).
+        # Documented by openapi.HEADERS_READ_RAW (see idempotency.header_value).
         idempotency_key = idempotency.header_value(request.scope)
         if idempotency_key is None:
             (hero, version), replayed = await insert_hero(db, data)
@@ -174,7 +123,7 @@ class HeroController(Controller):
     @get(
         operation_id="listHeroes",
         summary="List heroes",
-        response_headers=[LINK_HEADER, TOTAL_COUNT_HEADER],
+        response_headers=[openapi.LINK_HEADER, openapi.TOTAL_COUNT_HEADER],
         responses=documented(400, 503),
     )
     async def list_heroes(
@@ -211,7 +160,7 @@ class HeroController(Controller):
         order_by: Annotated[
             str,
             Parameter(
-                description=ORDER_BY_DESCRIPTION,
+                description=openapi.ORDER_BY_DESCRIPTION,
                 schema_extra={"enum": list(ORDER_BY)},
             ),
         ] = "id",
@@ -258,7 +207,7 @@ class HeroController(Controller):
         "/{hero_id:int}",
         operation_id="getHero",
         summary="Get a hero",
-        response_headers=[ETAG_HEADER],
+        response_headers=[openapi.ETAG_HEADER],
         responses={
             **documented(400, 404, 503),
             304: ResponseSpec(None, description="The hero is still at the ETag in If-None-Match."),
@@ -271,7 +220,7 @@ class HeroController(Controller):
         hero_id: HeroId,
     ) -> JsonResponse[HeroPublic]:
         """Get one hero by id, with its ``ETag``."""
-        # The conditional headers are documented by openapi.conditions (see etags.header_value).
+        # Documented by openapi.HEADERS_READ_RAW (see etags.header_value).
         if_none_match = header_value(request.scope, IF_NONE_MATCH)
         hero, version = await select_hero(db, hero_id)
         headers = {"ETag": etag(version), "Cache-Control": "no-cache"}
@@ -283,7 +232,7 @@ class HeroController(Controller):
         "/{hero_id:int}",
         operation_id="updateHero",
         summary="Update a hero",
-        response_headers=[ETAG_HEADER],
+        response_headers=[openapi.ETAG_HEADER],
         responses=documented(400, 404, 412, 413, 415, 503),
     )
     async def update_hero(
@@ -291,7 +240,7 @@ class HeroController(Controller):
         request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         hero_id: HeroId,
-        data: Annotated[HeroUpdate, Body(examples=[UPDATE_EXAMPLE])],
+        data: Annotated[HeroUpdate, Body(examples=[openapi.UPDATE_EXAMPLE])],
     ) -> JsonResponse[HeroPublic]:
         """Change some of a hero's fields. Omitted fields stay; ``"age": null`` clears the age."""
         versions = allowed_versions(header_value(request.scope, IF_MATCH))

@@ -1,14 +1,70 @@
-"""What the heroes add to the generated OpenAPI document (see ``service.http.openapi``)."""
+"""What the heroes' operations document, and what they add to the generated document.
+
+Examples and response headers for the controller's decorators; ``complete_document`` for what
+Litestar cannot generate (see ``service.http.openapi``).
+"""
 
 from __future__ import annotations
 
-from litestar.openapi.spec import Link, OpenAPI, OpenAPIHeader, Parameter, Schema
+from litestar.datastructures import ResponseHeader
+from litestar.openapi.spec import Example, Link, OpenAPI, OpenAPIHeader, Parameter, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from service.database.tables import KEY_MAX_LENGTH
 from service.heroes.etags import ENTITY_TAGS, IF_MATCH, IF_NONE_MATCH
 from service.http import idempotency
 from service.http.openapi import operation, response
+
+CREATE_EXAMPLE = Example(
+    summary="A hero with an age",
+    value={"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30},
+)
+UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
+
+
+ETAG_HEADER = ResponseHeader(
+    name="ETag",
+    value='"1"',  # an example, from which the schema is derived: never sent
+    description="The hero's version; send it in If-Match to update or delete only that version.",
+    required=True,
+    documentation_only=True,
+)
+
+
+REPLAYED_HEADER = ResponseHeader(
+    name=idempotency.REPLAYED_HEADER,
+    value="true",  # an example, from which the schema is derived: never sent as such
+    description=(
+        "`true` when the answer is the first one given again, for a retry with the same "
+        "Idempotency-Key: nothing was created this time."
+    ),
+    documentation_only=True,
+)
+
+
+LINK_HEADER = ResponseHeader(
+    name="Link",
+    value='</heroes?limit=20&cursor=WzEsImlkIiwyMCwyMF0>; rel="next"',  # an example, never sent
+    description=(
+        'On every full page: `<URL>; rel="next"` (RFC 8288), the URL of the next page, '
+        "relative to the request's, with the same filters, order_by and limit and a `cursor`. "
+        "Follow it until it is absent to list every hero exactly once."
+    ),
+    documentation_only=True,
+)
+TOTAL_COUNT_HEADER = ResponseHeader(
+    name="X-Total-Count",
+    value="42",  # an example, never sent; service.http.openapi makes the schema an integer
+    description="With `count=true`: how many heroes match the filters, over all pages.",
+    documentation_only=True,
+)
+ORDER_BY_DESCRIPTION = (
+    "The order of the list: `id`, `name` or `age`, descending with a leading `-` (`-age`). "
+    "Ties are broken by id, in the same direction. Names sort case-insensitively (A-Z only) by "
+    "code point; a hero without an age sorts before every age: first with `age`, last with "
+    "`-age`."
+)
+
 
 NEW_HERO_LINKS = {
     operation_id: Link(
