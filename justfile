@@ -71,6 +71,10 @@ image-test *pytest_args:
     echo "image-test: hero-service:latest is $((size / 1000000)) MB on $base;" \
         "base and build $((built - started)) s, tests $((SECONDS - built)) s"
 
+# What get-one, list-20 and create cost in-process: framework, service code, database (µs/request)
+bench-costs *args:
+    python -m tests.benchmarks.costs {{args}}
+
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
 openapi:
     python -m service.openapi_document openapi.json
