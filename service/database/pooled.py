@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.util import greenlet_spawn
 
+from service.database.postgres import idle_connection, returns_without_waiting
 from service.database.statements import (
     Database,
     DatabaseUnavailable,
@@ -178,7 +179,7 @@ class PooledPostgresDatabase(Database):
         arguments = compiled.arguments(params)
         retry = not statement.writes
         while True:
-            connection = await self.engine.raw_connection()
+            connection = idle_connection(self.engine) or await self.engine.raw_connection()
             driver: Any = connection.driver_connection
             try:
                 if self._psycopg:
@@ -188,16 +189,21 @@ class PooledPostgresDatabase(Database):
             except asyncio.CancelledError:
                 # Abandoned mid-statement: the connection's state is unknown, so it is not reused.
                 await greenlet_spawn(connection.invalidate)
+                await greenlet_spawn(connection.close)
                 raise
             except Exception as exc:
-                if not self._dropped(connection, exc):
-                    raise
-                await greenlet_spawn(connection.invalidate, exc)
-                if not (retry and _worth_retrying(exc)):
+                dropped = self._dropped(connection, exc)
+                if dropped:
+                    await greenlet_spawn(connection.invalidate, exc)
+                await greenlet_spawn(connection.close)
+                if not (dropped and retry and _worth_retrying(exc)):
                     raise
                 retry = False
                 continue
-            finally:
+            idle = not self._psycopg or driver.info.transaction_status == _IDLE
+            if idle and returns_without_waiting(self.engine):
+                connection.close()
+            else:
                 await greenlet_spawn(connection.close)
             return compiled.rows(rows)
 
