@@ -24,6 +24,7 @@ from service.http.idempotency import KEY_RETENTION_STATE
 from service.http.limits import docs_budget, rate_limit
 from service.http.openapi import complete_document
 from service.http.proxies import TrustedProxies
+from service.http.request_line import strict_request_line
 from service.http.resources import Resource
 from service.http.security import api_key_required
 from service.ops.health import HEALTH
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         limit, counter = rate_limit(settings, exclude=UNLIMITED_PATHS)
         middleware.append(limit)
         on_shutdown.append(counter.close)
-    middleware.append(decoding.strict_request_line)
+    middleware.append(strict_request_line)
     if settings.api_keys:
         middleware.append(api_key_required(settings.api_keys))
     plugins: list[PluginProtocol] = [SQLAlchemyPlugin(config=database)]

@@ -1,5 +1,7 @@
 """The HTTP/1.1 connections uvicorn serves: bounded in time, in size and in number.
 
+Over 300 lines on purpose: one protocol class and the per-worker book of deadlines it keeps.
+
 uvicorn's httptools protocol closes idle keep-alive connections, but waits for ever for a request
 head that never ends or a body that stalls, buffers a header line of any length, and accepts
 connections until the worker runs out of file descriptors, after which no client, a health check

@@ -1,5 +1,8 @@
 """uvicorn, shut down so that no request a client has sent is cut off.
 
+Over 300 lines on purpose: the server's configuration, its signals, the drain and the shutdown
+are one lifecycle, each step depending on the one before.
+
 On SIGTERM a worker first leaves its load balancer, if ``SHUTDOWN_DRAIN_SECONDS`` says so: for
 that long it keeps accepting and serving as usual while ``/health/ready`` answers 503, until the
 balancer's health checks have taken it out of rotation (Ctrl-C, SIGINT, skips this). Then

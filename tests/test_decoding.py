@@ -21,9 +21,8 @@ from service.http.decoding import (
     duplicate_key,
     is_json_media_type,
     nested_too_deep,
-    non_canonical_integer,
-    scalar_query_names,
 )
+from service.http.request_line import non_canonical_integer, scalar_query_names
 from service.settings import Settings
 from tests.helpers import assert_error
 

@@ -1,5 +1,8 @@
 """SQLite: reads inline on the event loop, writes on one group-committing writer thread.
 
+Over 300 lines on purpose: the writer thread, its group transaction and its fault handling are
+one piece whose invariants (a write answered once, from the run that counts) span all of it.
+
 - Reads run inline on the loop (about 10 µs) on a connection that never waits for a lock
   (``busy_timeout = 0``); a read that would wait moves to a thread that may, and so does a
   statement marked ``slow`` (one that reads much of the table, like a count).

@@ -1,5 +1,8 @@
 """How the service runs SQL: statements compiled once per driver, run without blocking the loop.
 
+Over 300 lines on purpose: the statement, the ``Database`` every driver implements and the one
+table of database errors are the contract the drivers' modules share, read together.
+
 Every API operation is one statement: a SELECT, or an INSERT, UPDATE or DELETE with RETURNING.
 Each statement is its own transaction, so when :meth:`Database.fetch` returns, the database has
 committed it: a 2xx always means the write is stored, and a write that fails is an exception

@@ -1,5 +1,7 @@
 """The interactive docs: Swagger UI, ReDoc and Scalar, each page served whole by the service.
 
+Over 300 lines on purpose: the three pages, their assets' routes and their caching are one feature.
+
 Nothing is fetched from elsewhere: the viewers' bundles are vendored from their npm packages at
 the versions in ``static/docs/vendor/versions.json`` (``just docs-assets`` replaces them), and
 each page's start script is a file of ours, so the pages' Content-Security-Policy allows scripts

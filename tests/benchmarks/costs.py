@@ -120,7 +120,7 @@ async def timed_round(request: Request, count: int) -> tuple[float, float, float
     )
 
 
-def part_of_file(filename: str, function: str) -> str | None:
+def part_of_file(filename: str, function: str) -> str | None:  # noqa: PLR0911 (one rule a line)
     """The part a function belongs to by where it is; None for the standard library."""
     if filename == "~":  # a builtin: by its name
         if any(name in function for name in DATABASE_BUILTINS):
