@@ -42,6 +42,7 @@ from typing import Any
 
 from service.app import create_app
 from service.settings import Settings
+from tests.benchmarks.pooler import Call
 
 PARTS = ("framework", "service", "database")
 DATABASE_FILES = ("/sqlalchemy/", "/advanced_alchemy/", "/asyncpg/", "/psycopg", "/sqlite3/")
@@ -50,59 +51,15 @@ STDLIB = sysconfig.get_paths()["stdlib"]
 CREATE_BODY = b'{"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30}'
 
 
-def scope_for(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
-    """An HTTP scope as uvicorn builds one."""
-    target, _, query = path.partition("?")
-    headers = [(b"host", b"localhost"), (b"user-agent", b"costs"), (b"accept", b"*/*")]
-    if body:
-        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": target,
-        "raw_path": target.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-
-
-async def call(app: Any, method: str, path: str, body: bytes = b"") -> int:
-    """One request through the ASGI app; its status."""
-    status = 0
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if received:
-            await asyncio.sleep(3600)
-        received = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope_for(method, path, body), receive, send)
-    return status
-
-
 Request = Callable[[], Awaitable[int]]
 
 
 def scenarios(app: Any, rows: int) -> dict[str, Request]:
     """Each scenario's next request."""
     return {
-        "get-one": lambda: call(app, "GET", f"/heroes/{random.randint(1, rows)}"),
-        "list-20": lambda: call(app, "GET", "/heroes/?offset=0&limit=20"),
-        "create": lambda: call(app, "POST", "/heroes/", CREATE_BODY),
+        "get-one": lambda: Call("GET", f"/heroes/{random.randint(1, rows)}")(app),
+        "list-20": lambda: Call("GET", "/heroes/?offset=0&limit=20")(app),
+        "create": lambda: Call("POST", "/heroes/", CREATE_BODY)(app),
     }
 
 
@@ -197,7 +154,7 @@ async def run(database_url: str, count: int, rounds: int, rows: int) -> dict[str
     app = create_app(Settings(database_url=database_url, access_log=False))
     async with app.lifespan():
         for _ in range(rows):
-            if await call(app, "POST", "/heroes/", CREATE_BODY) != 201:
+            if await Call("POST", "/heroes/", CREATE_BODY)(app) != 201:
                 raise RuntimeError("seeding failed")
         return await measure(app, rows, count, rounds)
 
