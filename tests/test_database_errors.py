@@ -1,4 +1,4 @@
-"""Every driver error is sorted on purpose: the table in ``service.database.statements``, walked.
+"""Every driver error is sorted on purpose: the table in ``service.database.faults``, walked.
 
 Each row of the table is checked with the exceptions the drivers really raise for it: asyncpg's
 and psycopg's class for a SQLSTATE (bare, and wrapped by SQLAlchemy as the service meets them),
@@ -18,7 +18,7 @@ import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
-from service.database.statements import (
+from service.database.faults import (
     DRIVER_ERRORS,
     SQLITE_RESULT_CODES,
     SQLSTATE_CLASSES,

@@ -262,6 +262,19 @@ def test_a_keyed_create_answered_503_says_retrying_with_the_key_is_safe(tmp_path
     assert "nothing was stored" in assert_error(plain_503, 503).detail
 
 
+def test_a_key_on_a_write_that_ignores_keys_is_not_said_to_make_a_retry_safe(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "heroes.db"
+    settings = Settings(database_url=f"sqlite:///{database}", sqlite_busy_timeout_ms=50)
+    with TestClient(create_app(settings)) as client:
+        hero_id = client.post("/heroes", json=new_hero()).json()["id"]
+        with held_write_lock(database):
+            patched = client.patch(f"/heroes/{hero_id}", json={"age": 3}, headers=keyed(a_key()))
+
+    assert "Idempotency-Key is safe" not in assert_error(patched, 503).detail
+
+
 def test_two_keys_in_one_request_are_400(client: Client) -> None:
     headers = [(b"Idempotency-Key", b"first"), (b"Idempotency-Key", b"second")]
 

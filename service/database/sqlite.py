@@ -30,14 +30,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
+from service.database.faults import DatabaseUnavailable, database_errors
 from service.database.statements import (
     Database,
-    DatabaseUnavailable,
     InProgress,
     Row,
     Statement,
     Unit,
-    raise_as_database_error,
     run_on_driver,
     run_through_sqlalchemy,
     traced,
@@ -71,12 +70,10 @@ class SqliteDatabase(Database):
                 raise InProgress(claim)
             self._claims.add(claim)
         try:
-            if self._writer is not None:
-                return await self._writer.run_unit(unit)
-            return self._run_unit_inline(unit)
-        except Exception as exc:
-            raise_as_database_error(exc)
-            raise
+            with database_errors():
+                if self._writer is not None:
+                    return await self._writer.run_unit(unit)
+                return self._run_unit_inline(unit)
         finally:
             if claim is not None:
                 self._claims.discard(claim)
@@ -102,7 +99,7 @@ class SqliteDatabase(Database):
 
     async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
         """Read inline, or in a thread if slow or locked; write on the writer thread."""
-        try:
+        with database_errors():
             if self._writer is not None and statement.writes:
                 return await self._writer.run(statement, params)
             if self._writer is not None and statement.slow:
@@ -113,9 +110,6 @@ class SqliteDatabase(Database):
                 if not _locked(exc):
                     raise
             return await asyncio.to_thread(self._read_waiting, statement, params)
-        except Exception as exc:
-            raise_as_database_error(exc)
-            raise
 
     def _read(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         if traced(self.engine):

@@ -94,6 +94,7 @@ class HeroController(Controller):
             openapi.REPLAYED_HEADER,
         ],
         responses=documented(400, 409, 413, 415, 422, 503),
+        opt={idempotency.HONOURS_KEYS: True},
     )
     async def create_hero(
         self,

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from service.database.statements import (
     Database,
-    DatabaseUnavailable,
     InProgress,
     Row,
     Run,
@@ -404,9 +403,6 @@ async def insert_hero(
         outcome, row = await _create_once(db, params)
     except InProgress:
         raise KeyInProgress from None
-    except DatabaseUnavailable as exc:
-        exc.keyed = True  # a retry with the key is safe, whatever became of this one
-        raise
     if outcome == "created":
         return Created(Stored.from_row(row), replayed=False)
     hero_id, created_at, request_hash = row

@@ -18,7 +18,7 @@ from litestar.types import ExceptionHandlersMap, Scope
 from msgspec import Meta, Struct
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.database.statements import (
+from service.database.faults import (
     DatabaseUnavailable,
     InvalidValue,
     WriteRefused,
@@ -175,16 +175,20 @@ def _database_unavailable(
     )
     return error_response(
         503,
-        retry_advice(request.method, exc),
+        retry_advice(request.method, exc, keyed=idempotency.keyed(request.scope)),
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
-def retry_advice(method: str, exc: DatabaseUnavailable) -> str:
-    """What a 503 says: for a write, whether it may have been stored and how to retry it."""
+def retry_advice(method: str, exc: DatabaseUnavailable, *, keyed: bool) -> str:
+    """What a 503 says: for a write, whether it may have been stored and how to retry it.
+
+    ``keyed``: the write came with an Idempotency-Key its operation honours, so that a retry
+    with the same key is safe either way.
+    """
     if method not in WRITE_METHODS:
         return "The database is busy or unavailable; retry shortly."
-    if exc.keyed:
+    if keyed:
         return (
             "The database is busy or unavailable. Retrying with the same Idempotency-Key is "
             "safe: the write is done at most once."
@@ -254,7 +258,7 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_error,
     # Locked or busy SQLite, an unreachable or restarting PostgreSQL, a statement timeout, an
-    # exhausted pool (service.database.statements sorts the drivers' errors into these two).
+    # exhausted pool (service.database.faults sorts the drivers' errors into these three).
     DatabaseUnavailable: _database_unavailable,
     WriteRefused: _conflict,
     InvalidValue: _invalid_value,

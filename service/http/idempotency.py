@@ -23,6 +23,8 @@ KEY_RETENTION_STATE = "idempotency_key_retention"
 """Where the app's state keeps how long keys are kept (a ``timedelta``, from the settings)."""
 REPLAYED_HEADER = "Idempotent-Replayed"
 """Sent as ``true`` on an answer given again for a retry (the name Stripe's API uses)."""
+HONOURS_KEYS = "honours_idempotency_keys"
+"""The route option (``opt``) of an operation that does a write at most once per key."""
 
 IDEMPOTENCY_KEY = r'^("([ !#-\[\]-~]|\\["\\])+"|[!#-~]+)$'
 """What the header may hold: a Structured Field string (RFC 8941), as the draft defines the
@@ -75,6 +77,18 @@ def header_value(scope: Scope) -> str | None:
     if len(found) > 1:
         raise MalformedIdempotencyKey
     return found[0].decode("latin-1")
+
+
+def keyed(scope: Scope) -> bool:
+    """Whether a retry of this request with the same key is safe, whatever became of it.
+
+    So it is when its operation honours keys (its route's ``opt`` says ``HONOURS_KEYS``) and it
+    came with an ``Idempotency-Key``: the write is done at most once for the key.
+    """
+    handler = scope.get("route_handler")
+    if handler is None or not handler.opt.get(HONOURS_KEYS):
+        return False
+    return any(name == _HEADER_NAME for name, _ in scope["headers"])
 
 
 def request_key(header: str, operation: str, request: bytes) -> RequestKey:
