@@ -344,7 +344,7 @@ def test_a_read_that_waits_for_the_lock_in_a_thread_is_still_a_child_of_the_requ
         engine.dispose()
 
     assert row is not None
-    assert row[1] == "Waiting"
+    assert row.public.name == "Waiting"
     finished = {span.name: span for span in spans.get_finished_spans()}
     parent = finished.pop("request")
     tried, waited = sorted(

@@ -25,7 +25,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -35,6 +34,8 @@ from service.database.statements import (
     Database,
     InProgress,
     Row,
+    RowT,
+    Run,
     Statement,
     Unit,
     run_on_driver,
@@ -80,13 +81,14 @@ class SqliteDatabase(Database):
 
     def _run_unit_inline(self, unit: Unit[T]) -> T:
         """An in-memory database's unit, on its one connection: nothing else runs meanwhile."""
+        run: Run
         if traced(self.engine):
             connection = self._traced_connection()
-            run: Any = partial(_run_through, connection)
+            run = _RunThrough(connection)
             driver: Any = connection.connection.driver_connection
         else:
             driver = self._reader_driver()
-            run = partial(_run_on_unit_driver, self.engine.dialect, driver)
+            run = _RunOnDriver(self.engine.dialect, driver)
         driver.execute("BEGIN IMMEDIATE")
         try:
             result = unit(run)
@@ -365,7 +367,7 @@ class SqliteWriter:
         if write.unit is None:
             assert write.statement is not None
             return run_on_driver(self.engine.dialect, driver, write.statement, write.params)
-        return write.unit(partial(_run_on_unit_driver, self.engine.dialect, driver))
+        return write.unit(_RunOnDriver(self.engine.dialect, driver))
 
     def _driver(self) -> Any:
         """The writer's sqlite3 connection, opened (again) if it has none."""
@@ -445,7 +447,7 @@ class SqliteWriter:
                             write.statement.statement, write.params
                         ).all()
                     else:
-                        result = write.unit(partial(_run_through, connection))
+                        result = write.unit(_RunThrough(connection))
                     connection.exec_driver_sql("COMMIT")
                 except Exception:
                     if driver.in_transaction:
@@ -457,25 +459,39 @@ class SqliteWriter:
             return result
 
 
-def _run_on_unit_driver(
-    dialect: sa.Dialect, driver: Any, statement: Statement, params: dict[str, Any]
-) -> Sequence[Row]:
-    """A statement of a unit, on the sqlite3 connection, which must still hold the transaction."""
-    rows = run_on_driver(dialect, driver, statement, params)
-    if not driver.in_transaction:
-        raise TransactionLost("the transaction was rolled back under the unit")
-    return rows
+class _RunOnDriver:
+    """A unit's ``Run`` on the sqlite3 connection, which must still hold the transaction."""
+
+    __slots__ = ("dialect", "driver")
+
+    def __init__(self, dialect: sa.Dialect, driver: Any) -> None:
+        self.dialect = dialect
+        self.driver = driver
+
+    def __call__(self, statement: Statement[RowT], params: dict[str, Any], /) -> Sequence[RowT]:
+        """The rows of one statement of the unit, named."""
+        rows = run_on_driver(self.dialect, self.driver, statement, params)
+        if not self.driver.in_transaction:
+            raise TransactionLost("the transaction was rolled back under the unit")
+        return statement.named(rows)
 
 
-def _run_through(
-    connection: sa.Connection, statement: Statement, params: dict[str, Any]
-) -> Sequence[Row]:
-    """A statement of a unit, through SQLAlchemy, which must still hold the transaction."""
-    result = connection.execute(statement.statement, params)
-    rows = result.all() if result.returns_rows else []
-    if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
-        raise TransactionLost("the transaction was rolled back under the unit")
-    return rows
+class _RunThrough:
+    """A unit's ``Run`` through SQLAlchemy, which must still hold the transaction."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.connection = connection
+
+    def __call__(self, statement: Statement[RowT], params: dict[str, Any], /) -> Sequence[RowT]:
+        """The rows of one statement of the unit, named."""
+        result = self.connection.execute(statement.statement, params)
+        rows = result.all() if result.returns_rows else []
+        driver: Any = self.connection.connection.driver_connection
+        if not driver.in_transaction:
+            raise TransactionLost("the transaction was rolled back under the unit")
+        return statement.named(rows)
 
 
 def _settle(batch: list[_Write], outcomes: list[Any]) -> None:

@@ -24,9 +24,10 @@ driver's error means is ``service.database.faults``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, cast
 
 import sqlalchemy as sa
+from typing_extensions import TypeVar
 
 # Until service.database.postgres and .pooled move to faults.database_errors() (issue 29 rewrites
 # them), they import these two from here: re-exported, hence the aliases.
@@ -36,8 +37,11 @@ from service.database.faults import (
 )
 
 Row = Sequence[Any]
+"""A row as the driver returns it: its columns in the order of the statement's."""
 Processor = Callable[[Any], Any]
 T = TypeVar("T")
+RowT = TypeVar("RowT", default=Any)
+"""What a statement's rows are to its callers (see :class:`Statement`)."""
 
 FAST_DRIVERS = frozenset({"pysqlite", "asyncpg"})
 """Drivers whose own connection runs the compiled statements; others go through SQLAlchemy."""
@@ -74,9 +78,13 @@ class Compiled(NamedTuple):
         return converted
 
 
-class Statement:
-    """A Core statement, compiled once for each driver it runs on.
+class Statement(Generic[RowT]):
+    """A Core statement, compiled once for each driver it runs on, and what its rows are.
 
+    ``row`` names the rows: called with a row's columns, in the statement's order, it returns
+    the row as its callers see it (a NamedTuple or a Struct whose fields are the columns, an
+    ``int`` for a count): :meth:`Database.fetch_all` and :meth:`Database.fetch_one` return
+    those, and so does a unit's ``Run``. Without it, rows stay the driver's sequences.
     ``slow=True`` marks a read whose cost grows with the table (a count): SQLite runs it on a
     pooled connection in a thread instead of inline on the event loop (but for an in-memory
     database, whose one connection cannot be shared with a thread that may wait).
@@ -84,16 +92,29 @@ class Statement:
     text, a SELECT over data-modifying CTEs): a write is never run twice by a retry.
     """
 
-    __slots__ = ("_compiled", "slow", "statement", "writes")
+    __slots__ = ("_compiled", "row", "slow", "statement", "writes")
 
     def __init__(
-        self, statement: sa.Executable, *, slow: bool = False, writes: bool = False
+        self,
+        statement: sa.Executable,
+        *,
+        row: Callable[..., RowT] | None = None,
+        slow: bool = False,
+        writes: bool = False,
     ) -> None:
         self.statement = statement
+        self.row = row
         self.slow = slow
         self.writes = writes or bool(statement.is_dml)
         """Whether the statement changes data (INSERT, UPDATE, DELETE)."""
         self._compiled: dict[tuple[str, str, str], Compiled] = {}
+
+    def named(self, rows: Sequence[Row]) -> Sequence[RowT]:
+        """``rows``, as the driver returned them, made the statement's rows."""
+        make = self.row
+        if make is None:  # then RowT is Any: the driver's rows
+            return cast("Sequence[RowT]", rows)
+        return [make(*values) for values in rows]
 
     def compiled(self, dialect: sa.Dialect) -> Compiled:
         """The statement for ``dialect``'s driver and parameter style."""
@@ -131,8 +152,14 @@ def traced(engine: sa.Engine) -> bool:
     return bool(events.before_cursor_execute or events.after_cursor_execute or engine.echo)
 
 
-Run = Callable[[Statement, dict[str, Any]], Sequence[Row]]
-"""Runs one statement of a unit, in the unit's transaction, and returns its rows."""
+class Run(Protocol):
+    """Runs one statement of a unit, in the unit's transaction, and returns its rows, named."""
+
+    def __call__(self, statement: Statement[RowT], params: dict[str, Any], /) -> Sequence[RowT]:
+        """The rows of ``statement`` with ``params``."""
+        ...
+
+
 Unit = Callable[[Run], T]
 """Several statements that commit together or not at all: given a ``Run``, it runs them (it may
 choose the next by the rows of the last) and returns its result. It runs off the event loop, so
@@ -152,8 +179,16 @@ class Database:
     through a transaction pooler: what must commit together is one statement there."""
 
     async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
-        """Run ``statement`` with ``params`` as one transaction, committed when this returns."""
+        """Run ``statement`` with ``params`` as one transaction, committed when this returns.
+
+        Its rows as the driver returns them: what each database implements. The queries call
+        :meth:`fetch_all` and :meth:`fetch_one`, which return them named.
+        """
         raise NotImplementedError
+
+    async def fetch_all(self, statement: Statement[RowT], **params: Any) -> Sequence[RowT]:
+        """The rows of ``statement`` with ``params``, named; committed when this returns."""
+        return statement.named(await self.fetch(statement, **params))
 
     async def run_unit(self, unit: Unit[T], *, claim: str | None = None) -> T:
         """Run ``unit`` as one transaction, committed when this returns; what it returned.
@@ -163,10 +198,14 @@ class Database:
         """
         raise NotImplementedError
 
-    async def fetch_one(self, statement: Statement, **params: Any) -> Row | None:
-        """The first row of :meth:`fetch`, or None."""
+    async def fetch_one(self, statement: Statement[RowT], **params: Any) -> RowT | None:
+        """The first row of :meth:`fetch_all`, or None."""
         rows = await self.fetch(statement, **params)
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        if statement.row is None:  # then RowT is Any: the driver's row
+            return cast("RowT", rows[0])
+        return statement.row(*rows[0])
 
     async def close(self) -> None:
         """Give the connections back to the engine (at shutdown)."""

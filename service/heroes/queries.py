@@ -15,13 +15,7 @@ from typing import Any, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
 
-from service.database.statements import (
-    Database,
-    InProgress,
-    Row,
-    Run,
-    Statement,
-)
+from service.database.statements import Database, InProgress, Run, Statement
 from service.database.tables import Hero, IdempotencyKey
 from service.heroes.cursors import Position, Sort, prefix_range
 from service.heroes.etags import Versions
@@ -53,21 +47,31 @@ class Created(NamedTuple):
 class Stored(NamedTuple):
     """A hero as stored: its public form and its version (the ETag)."""
 
-    hero: HeroPublic
+    public: HeroPublic
     version: int
 
-    @classmethod
-    def from_row(cls, row: Row) -> Stored:
-        """Split a (id, name, age, created_at, updated_at, version) row."""
-        return cls(HeroPublic(*row[:5]), row[5])
+
+def stored(
+    id: int, name: str, age: int | None, created_at: datetime, updated_at: datetime, version: int
+) -> Stored:
+    """A row of the ``ROW`` columns, named."""
+    return Stored(HeroPublic(id, name, age, created_at, updated_at), version)
 
 
-PUBLIC = (heroes.c.id, heroes.c.name, heroes.c.age, heroes.c.created_at, heroes.c.updated_at)
+class StoredKey(NamedTuple):
+    """A row of ``SELECT_KEY``: an idempotency key as stored, with the hero it created."""
+
+    request_hash: bytes
+    hero_id: int
+    created_at: datetime
+
+
+PUBLIC = tuple(heroes.c[field] for field in HeroPublic.__struct_fields__)
 ROW = (*PUBLIC, heroes.c.version)
 BY_ID = heroes.c.id == sa.bindparam("hero_id")
 AT_VERSION = heroes.c.version == sa.bindparam("expected_version")
 
-SELECT_HERO = Statement(sa.select(*ROW).where(BY_ID))
+SELECT_HERO = Statement(sa.select(*ROW).where(BY_ID), row=stored)
 INSERT_HERO = Statement(
     sa.insert(heroes)
     .values(
@@ -77,7 +81,8 @@ INSERT_HERO = Statement(
         created_at=sa.bindparam("now", type_=heroes.c.created_at.type),
         updated_at=sa.bindparam("now", type_=heroes.c.updated_at.type),
     )
-    .returning(*ROW)
+    .returning(*ROW),
+    row=stored,
 )
 FIRST_VERSION = 1
 """The version of a new hero (the column's default)."""
@@ -91,7 +96,8 @@ SELECT_KEY = Statement(
     sa.select(keys.c.request_hash, keys.c.hero_id, keys.c.created_at).where(
         keys.c.key == sa.bindparam("key"),
         keys.c.created_at > sa.bindparam("cutoff", type_=KEY_TIME),
-    )
+    ),
+    row=StoredKey,
 )
 FORGET_KEYS = Statement(
     sa.delete(keys).where(
@@ -112,6 +118,28 @@ INSERT_KEY = Statement(
         created_at=sa.bindparam("now", type_=KEY_TIME),
     )
 )
+BUSY = None
+"""A keyed create that did not run: one with the same key is running."""
+
+
+def keyed_create(
+    outcome: str,
+    id: Any,
+    name: Any,
+    age: Any,
+    created_at: Any,
+    updated_at: Any,
+    version: Any,
+    request_hash: Any,
+) -> Stored | StoredKey | None:
+    """A row of ``CREATE_ONCE``: the hero created, the key found stored, or ``BUSY``."""
+    if outcome == "created":
+        return stored(id, name, age, created_at, updated_at, version)
+    if outcome == "found":
+        return StoredKey(request_hash, id, created_at)
+    return BUSY
+
+
 CREATE_ONCE = Statement(
     # PostgreSQL only, and clearer as SQL. The key's row is inserted first, under an id taken
     # from the heroes' sequence, and the hero only if the key's row was: the key's unique index
@@ -171,13 +199,15 @@ CREATE_ONCE = Statement(
         *(sa.column(column.name, column.type) for column in ROW),
         sa.column("request_hash", keys.c.request_hash.type),
     ),
+    row=keyed_create,
     writes=True,
 )
 DELETE_HERO = {
     conditional: Statement(
         sa.delete(heroes)
         .where(BY_ID, *([AT_VERSION] if conditional else []))
-        .returning(heroes.c.id)
+        .returning(heroes.c.id),
+        row=int,
     )
     for conditional in (False, True)
 }
@@ -246,7 +276,7 @@ def segments(sort: Sort, after: Position | None) -> list[Segment]:
 @functools.cache
 def list_statement(
     filters: tuple[bool, ...], sort: Sort, segment: Segment, *, nulls_ordered: bool = False
-) -> Statement:
+) -> Statement[HeroPublic]:
     """The page query for one combination of filters, sort and segment.
 
     ``filters`` says which of the ``FILTER_PARAMS`` are given.
@@ -280,15 +310,16 @@ def list_statement(
         .where(*(c for c in conditions if c is not None))
         .order_by(*order)
         .limit(sa.bindparam("limit"))
-        .offset(sa.bindparam("offset"))
+        .offset(sa.bindparam("offset")),
+        row=HeroPublic,
     )
 
 
 @functools.cache
-def count_statement(filters: tuple[bool, ...]) -> Statement:
+def count_statement(filters: tuple[bool, ...]) -> Statement[int]:
     """The number of heroes the filters match; a scan, so off the event loop on SQLite."""
     query = sa.select(sa.func.count()).select_from(heroes).where(*_filtered(filters))
-    return Statement(query, slow=True)
+    return Statement(query, row=int, slow=True)
 
 
 FILTER_PARAMS = ("name", "prefix_low", "prefix_high", "min_age", "max_age")
@@ -312,7 +343,7 @@ def _filtered(filters: tuple[bool, ...]) -> list[sa.ColumnElement[bool]]:
 
 
 @functools.cache
-def update_statement(fields: frozenset[str], *, conditional: bool) -> Statement:
+def update_statement(fields: frozenset[str], *, conditional: bool) -> Statement[Stored]:
     """The UPDATE for one set of changed fields, optionally only at an expected version."""
     values: dict[Any, Any] = {heroes.c[f]: sa.bindparam(f) for f in sorted(fields)}
     values[heroes.c.version] = heroes.c.version + 1
@@ -321,16 +352,17 @@ def update_statement(fields: frozenset[str], *, conditional: bool) -> Statement:
         sa.update(heroes)
         .where(BY_ID, *([AT_VERSION] if conditional else []))
         .values(values)
-        .returning(*ROW)
+        .returning(*ROW),
+        row=stored,
     )
 
 
 async def select_hero(db: Database, hero_id: int) -> Stored:
     """The hero with ``hero_id``, or :class:`HeroNotFound`."""
-    row = await db.fetch_one(SELECT_HERO, hero_id=hero_id)
-    if row is None:
+    found = await db.fetch_one(SELECT_HERO, hero_id=hero_id)
+    if found is None:
         raise HeroNotFound
-    return Stored.from_row(row)
+    return found
 
 
 async def select_heroes(
@@ -351,13 +383,12 @@ async def select_heroes(
     given = given_filters(params)
     if offset:
         query = list_statement(given, sort, Segment("all"), nulls_ordered=True)
-        rows = await db.fetch(query, limit=limit, offset=offset, **params)
-        return [HeroPublic(*row) for row in rows]
+        return list(await db.fetch_all(query, limit=limit, offset=offset, **params))
     heroes_: list[HeroPublic] = []
     key = None if after is None else after.value
     after_id = None if after is None else after.id
     for segment in segments(sort, after):
-        rows = await db.fetch(
+        page = await db.fetch_all(
             list_statement(given, sort, segment),
             limit=limit - len(heroes_),
             offset=0,
@@ -365,7 +396,7 @@ async def select_heroes(
             after_id=after_id,
             **params,
         )
-        heroes_.extend(HeroPublic(*row) for row in rows)
+        heroes_.extend(page)
         if len(heroes_) == limit:
             break
     return heroes_
@@ -374,8 +405,8 @@ async def select_heroes(
 async def count_heroes(db: Database, filters: Filters) -> int:
     """How many heroes match ``filters``."""
     params = filters.params()
-    row = await db.fetch_one(count_statement(given_filters(params)), **params)
-    return int(row[0]) if row else 0
+    count = await db.fetch_one(count_statement(given_filters(params)), **params)
+    return count or 0
 
 
 async def insert_hero(
@@ -396,48 +427,45 @@ async def insert_hero(
         "now": now,
     }
     if key is None:
-        rows = await db.fetch(INSERT_HERO, **params)
-        return Created(Stored.from_row(rows[0]), replayed=False)
+        (created,) = await db.fetch_all(INSERT_HERO, **params)
+        return Created(created, replayed=False)
     params |= {"key": key.key, "request_hash": key.request_hash, "cutoff": now - retention}
     try:
-        outcome, row = await _create_once(db, params)
+        found = await _create_once(db, params)
     except InProgress:
         raise KeyInProgress from None
-    if outcome == "created":
-        return Created(Stored.from_row(row), replayed=False)
-    hero_id, created_at, request_hash = row
-    if request_hash != key.request_hash:
+    if isinstance(found, Stored):
+        return Created(found, replayed=False)
+    if found.request_hash != key.request_hash:
         raise KeyReused
-    first = HeroPublic(hero_id, hero.name, hero.age, created_at, created_at)
+    first = HeroPublic(found.hero_id, hero.name, hero.age, found.created_at, found.created_at)
     return Created(Stored(first, FIRST_VERSION), replayed=True)
 
 
-async def _create_once(db: Database, params: dict[str, Any]) -> tuple[str, Row]:
-    """``("created", hero row)`` or ``("found", (hero_id, created_at, request_hash))``."""
+async def _create_once(db: Database, params: dict[str, Any]) -> Stored | StoredKey:
+    """The hero created, or the key found stored (with the hero its first create made)."""
     if db.runs_units:
         return await db.run_unit(functools.partial(_create_once_unit, params), claim=params["key"])
     for _ in range(3):
-        rows = await db.fetch(CREATE_ONCE, **params)
-        if rows and rows[0][0] == "busy":
+        rows = await db.fetch_all(CREATE_ONCE, **params)
+        if rows and rows[0] is BUSY:
             raise KeyInProgress
-        if rows and rows[0][0] == "created":
-            return "created", rows[0][1:7]
-        if rows:
-            return "found", (rows[0][1], rows[0][4], rows[0][7])
+        if rows and rows[0] is not None:
+            return rows[0]
         # Nothing: the key was committed by another create between this statement's snapshot
         # and its insert, which then did nothing. Run again, it is found.
     raise KeyInProgress
 
 
-def _create_once_unit(params: dict[str, Any], run: Run) -> tuple[str, Row]:
+def _create_once_unit(params: dict[str, Any], run: Run) -> Stored | StoredKey:
     """The keyed create on SQLite: several statements in the writer's transaction."""
     found = run(SELECT_KEY, params)
     if found:
-        return "found", (found[0][1], found[0][2], found[0][0])
+        return found[0]
     run(FORGET_KEYS, params)  # expired ones, this key's included
-    row = run(INSERT_HERO, params)[0]
-    run(INSERT_KEY, {**params, "hero_id": row[0]})
-    return "created", row
+    created = run(INSERT_HERO, params)[0]
+    run(INSERT_KEY, {**params, "hero_id": created.public.id})
+    return created
 
 
 async def patch_hero(
@@ -451,11 +479,11 @@ async def patch_hero(
         return current
     for expected in [None] if if_match is None else if_match:
         statement = update_statement(frozenset(changes), conditional=expected is not None)
-        row = await db.fetch_one(
+        updated = await db.fetch_one(
             statement, hero_id=hero_id, expected_version=expected, now=_now(), **changes
         )
-        if row is not None:
-            return Stored.from_row(row)
+        if updated is not None:
+            return updated
     await select_hero(db, hero_id)
     raise HeroChanged
 
@@ -464,7 +492,7 @@ async def remove_hero(db: Database, hero_id: int, if_match: Versions) -> None:
     """Delete the hero with ``hero_id``, if it is at a version ``if_match`` allows."""
     for expected in [None] if if_match is None else if_match:
         statement = DELETE_HERO[expected is not None]
-        if await db.fetch_one(statement, hero_id=hero_id, expected_version=expected):
+        if await db.fetch_one(statement, hero_id=hero_id, expected_version=expected) is not None:
             return
     await select_hero(db, hero_id)
     raise HeroChanged
