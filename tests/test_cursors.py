@@ -1,27 +1,30 @@
-"""Cursors, sorts and the name folding rule: pure functions, tested without a database."""
+"""Cursors, sorts and the name folding rule: pure functions, tested without a database.
+
+The orders and cursors are the heroes' list's (``service.heroes.controller.ORDERS``), whose keys
+are the id, the name and the age.
+"""
 
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import pytest
 
+from service.database.pages import Position, Sort, fold, prefix_range
 from service.database.tables import AGE_MAX, ID_MAX
-from service.heroes.cursors import (
-    ORDER_BY,
-    BadQuery,
-    Position,
-    Sort,
-    decode_cursor,
-    encode_cursor,
-    fold,
-    next_link,
-    parse_sort,
-    position_of,
-    prefix_range,
-)
+from service.heroes.controller import ORDERS
+from service.heroes.schemas import HeroPublic
+from service.http.cursors import BadQuery, encode_cursor, next_link
+
+ORDER_BY = ORDERS.order_by
+
+
+def position_of(sort: Sort, hero_id: int, name: str, age: int | None) -> Position:
+    now = datetime.now(UTC)
+    return ORDERS.position(sort, HeroPublic(hero_id, name, age, now, now))
 
 
 def forged(*payload: object) -> str:
@@ -30,7 +33,7 @@ def forged(*payload: object) -> str:
 
 @pytest.mark.parametrize("order_by", ORDER_BY)
 def test_parse_sort_reads_every_allowed_order(order_by: str) -> None:
-    sort = parse_sort(order_by)
+    sort = ORDERS.parse(order_by)
 
     assert sort.order_by == order_by
     assert sort.descending is order_by.startswith("-")
@@ -39,7 +42,7 @@ def test_parse_sort_reads_every_allowed_order(order_by: str) -> None:
 @pytest.mark.parametrize("order_by", ["", "ID", "+id", "--age", "secret_name", "age,id"])
 def test_parse_sort_refuses_other_orders_listing_the_allowed_ones(order_by: str) -> None:
     with pytest.raises(BadQuery) as refused:
-        parse_sort(order_by)
+        ORDERS.parse(order_by)
 
     assert refused.value.key == "order_by"
     assert all(allowed in refused.value.message for allowed in ORDER_BY)
@@ -58,11 +61,11 @@ def test_parse_sort_refuses_other_orders_listing_the_allowed_ones(order_by: str)
     ],
 )
 def test_cursor_round_trips(order_by: str, position: Position) -> None:
-    sort = parse_sort(order_by)
+    sort = ORDERS.parse(order_by)
 
     cursor = encode_cursor(sort, position)
 
-    assert decode_cursor(cursor, sort) == position
+    assert ORDERS.decode(cursor, sort) == position
     assert cursor.isascii()
     assert not set(cursor) - set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -78,7 +81,7 @@ def test_cursor_made_for_another_order_is_refused_naming_it() -> None:
     cursor = encode_cursor(Sort("age", False), Position(30, 12))
 
     with pytest.raises(BadQuery, match="order_by=age, not -age") as refused:
-        decode_cursor(cursor, Sort("age", True))
+        ORDERS.decode(cursor, Sort("age", True))
 
     assert refused.value.key == "cursor"
 
@@ -110,7 +113,7 @@ def test_cursor_made_for_another_order_is_refused_naming_it() -> None:
 )
 def test_malformed_cursor_is_refused(cursor: str, order_by: str) -> None:
     with pytest.raises(BadQuery) as refused:
-        decode_cursor(cursor, parse_sort(order_by))
+        ORDERS.decode(cursor, ORDERS.parse(order_by))
 
     assert refused.value.key == "cursor"
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from service.heroes.etags import (
+from service.http.etags import (
     ENTITY_TAGS,
     MalformedEntityTags,
     allowed_versions,

@@ -25,7 +25,9 @@ from schemathesis import Case, CheckContext, Response
 from schemathesis.python.asgi import shutdown_lifespans
 
 from service.app import create_app
-from service.heroes.cursors import ORDER_BY, Position, encode_cursor, parse_sort
+from service.database.pages import Position
+from service.heroes.controller import ORDERS
+from service.http.cursors import encode_cursor
 from service.openapi_document import served_document
 from tests.helpers import direct_engine, settings_for
 
@@ -128,7 +130,7 @@ def with_a_real_cursor(query: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cursor, str) or not 1 <= len(cursor) <= 1024:
         return query
     order_by = query.get("order_by")
-    sort = parse_sort(order_by if order_by in ORDER_BY else "id")
+    sort = ORDERS.parse(order_by if order_by in ORDERS.order_by else "id")
     first: dict[str, int | str | None] = {"id": 0, "name": "", "age": None}  # before any hero
     query["cursor"] = encode_cursor(sort, Position(first[sort.key], 0))
     if str(query.get("offset")).isdigit():

@@ -3,7 +3,7 @@
 Each test asks the database for the plan of the very statement the service sends, on a table of
 50,000 heroes with fresh statistics: a lookup by id, the first page of the list, the list
 filtered by name or by age, the last page reached by cursor, pages sorted by name and by -age
-(first and deep, each segment of service.heroes.queries.segments) and the name_prefix search
+(first and deep, each segment of service.database.pages.Listing.segments) and the name_prefix search
 must not read the whole table, and the sorted pages must not sort.
 """
 
@@ -20,28 +20,28 @@ import pytest
 import sqlalchemy as sa
 
 from service.database.engines import create_engine
+from service.database.pages import Segment, Sort
 from service.database.statements import Statement
-from service.heroes.cursors import Sort
-from service.heroes.queries import SELECT_HERO, Filters, Segment, given_filters, list_statement
+from service.heroes.queries import LIST, SELECT_HERO, Filters
 from service.settings import Settings
 from tests.conftest import migrate
 from tests.helpers import direct_engine
 
 ROWS = 50_000
 
-PAGE = {"offset": 0, "limit": 20, "key": None, "after_id": None, **Filters().params()}
+PAGE = {"offset": 0, "limit": 20, "key": None, "after_id": None, **LIST.params(Filters()._asdict())}
 BY_ID, BY_NAME, BY_AGE_DESC = Sort("id", False), Sort("name", False), Sort("age", True)
-PREFIX = Filters(name_prefix="hero 1234").params()
+PREFIX = LIST.params(Filters(name_prefix="hero 1234")._asdict())
 
 
 def page(sort: Sort, segment: Segment, **params: Any) -> tuple[Statement, dict[str, Any]]:
     """The statement of one segment of a page, with its parameters."""
-    given = given_filters({**PAGE, **params})
-    return list_statement(given, sort, segment), {**PAGE, **params}
+    given = LIST.given({**PAGE, **params})
+    return LIST.statement(given, sort, segment), {**PAGE, **params}
 
 
 QUERIES: dict[str, tuple[Statement, dict[str, Any]]] = {
-    "get-one": (SELECT_HERO, {"hero_id": 12_345}),
+    "get-one": (SELECT_HERO, {"row_id": 12_345}),
     "list-20": page(BY_ID, Segment("all")),
     "by-name": page(BY_ID, Segment("all"), name="Hero 12345"),
     "by-age": page(BY_ID, Segment("all"), min_age=40, max_age=40),

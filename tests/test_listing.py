@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from service.heroes.cursors import ORDER_BY, Position, encode_cursor, fold, parse_sort
+from service.database.pages import Position, fold
+from service.heroes.controller import ORDERS
+from service.http.cursors import encode_cursor
 from service.settings import Settings
 from tests.helpers import Client, assert_error, create, direct_engine
 
@@ -67,7 +69,7 @@ def walk_by_offset(client: Client, limit: int, **params: Any) -> list[dict[str, 
 
 def in_order(heroes: list[dict[str, Any]], order_by: str) -> list[dict[str, Any]]:
     """``heroes`` as the documented order sorts them."""
-    sort = parse_sort(order_by)
+    sort = ORDERS.parse(order_by)
 
     def key(hero: dict[str, Any]) -> tuple[Any, ...]:
         if sort.key == "name":
@@ -85,7 +87,7 @@ def heroes(client: Client) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("limit", [1, 2, 5, 100])
-@pytest.mark.parametrize("order_by", ORDER_BY)
+@pytest.mark.parametrize("order_by", ORDERS.order_by)
 def test_following_next_lists_every_hero_once_in_order(
     client: Client, heroes: list[dict[str, Any]], order_by: str, limit: int
 ) -> None:
@@ -94,7 +96,7 @@ def test_following_next_lists_every_hero_once_in_order(
     assert walked == in_order(heroes, order_by)
 
 
-@pytest.mark.parametrize("order_by", ORDER_BY)
+@pytest.mark.parametrize("order_by", ORDERS.order_by)
 def test_offset_pages_follow_the_same_order(
     client: Client, heroes: list[dict[str, Any]], order_by: str
 ) -> None:
@@ -225,7 +227,7 @@ def test_count_is_of_the_heroes_matching_the_filters(
 
 @pytest.mark.parametrize(
     "cursor",
-    ["", "garbage!", "WzEsImlkIiw", "éé", encode_cursor(parse_sort("id"), Position(5, 6))],
+    ["", "garbage!", "WzEsImlkIiw", "éé", encode_cursor(ORDERS.parse("id"), Position(5, 6))],
 )
 def test_bad_cursor_is_400_naming_it(client: Client, cursor: str) -> None:
     error = assert_error(client.get("/heroes", params={"cursor": cursor}), 400, "cursor")
@@ -255,7 +257,7 @@ def test_unknown_order_by_is_400_listing_the_allowed_values(client: Client, orde
     error = assert_error(client.get("/heroes", params={"order_by": order_by}), 400, "order_by")
 
     assert error.extra
-    assert all(allowed in error.extra[0].message for allowed in ORDER_BY)
+    assert all(allowed in error.extra[0].message for allowed in ORDERS.order_by)
 
 
 def test_offset_walk_skips_a_hero_when_an_earlier_one_is_deleted(client: Client) -> None:

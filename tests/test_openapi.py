@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from openapi_spec_validator import validate
 
 from service.app import create_app
-from service.heroes.etags import ENTITY_TAGS
+from service.http.etags import ENTITY_TAGS
 from service.http.idempotency import IDEMPOTENCY_KEY
 from service.openapi_document import render, served_document
 from service.settings import Settings

@@ -335,7 +335,7 @@ def test_a_read_that_waits_for_the_lock_in_a_thread_is_still_a_child_of_the_requ
 
     async def request() -> Any:
         with trace.get_tracer("test").start_as_current_span("request"):
-            return await db.fetch_one(SELECT_HERO, hero_id=1)
+            return await db.fetch_one(SELECT_HERO, row_id=1)
 
     try:
         row = asyncio.run(request())

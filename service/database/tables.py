@@ -36,7 +36,7 @@ HeroId = BigInteger().with_variant(Integer(), "sqlite")
 
 # Names compare and sort by code point on both databases: SQLite's BINARY collation does, and
 # PostgreSQL's "C" collation does, whatever the server's default; under "C" PostgreSQL's lower()
-# also folds A-Z only, as SQLite's does (see service.heroes.cursors.fold).
+# also folds A-Z only, as SQLite's does (see service.database.pages.fold).
 Name = String(NAME_MAX_LENGTH).with_variant(String(NAME_MAX_LENGTH, collation="C"), "postgresql")
 
 

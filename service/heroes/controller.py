@@ -9,67 +9,30 @@ import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Tag
-from litestar.params import Body, Parameter, ParameterKwarg
+from litestar.params import Body, Parameter
 
 from service.database.statements import Database
-from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
+from service.database.tables import AGE_MAX, NAME_MAX_LENGTH
 from service.heroes import errors, openapi
-from service.heroes.cursors import (
-    ORDER_BY,
-    BadQuery,
-    decode_cursor,
-    encode_cursor,
-    next_link,
-    parse_sort,
-    position_of,
-)
-from service.heroes.etags import (
-    IF_MATCH,
-    IF_NONE_MATCH,
-    allowed_versions,
-    etag,
-    header_value,
-    matches_any,
-)
-from service.heroes.queries import (
-    Filters,
-    count_heroes,
-    insert_hero,
-    patch_hero,
-    remove_hero,
-    select_hero,
-    select_heroes,
-)
+from service.heroes.queries import HEROES, LIST, Filters, insert_hero
 from service.heroes.schemas import Deleted, HeroCreate, HeroPublic, HeroUpdate
-from service.http import idempotency
+from service.http import etags, idempotency, parameters
+from service.http.cursors import Orders
 from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
 from service.http.idempotency import request_key
+from service.http.parameters import MAX_PAGE, bounded
 from service.http.resources import Resource
 from service.http.responses import JsonResponse
 
-MAX_PAGE = 100
-"""Most heroes one list request returns."""
+ORDERS = Orders(LIST.keys)
+"""The list's orders and cursors."""
 
 documented = partial(documented_errors, descriptions=errors.ERROR_DESCRIPTIONS)
 """OpenAPI entries for the errors a hero operation can answer, in the heroes' words."""
 
-
-def bounded(ge: int, le: int, description: str) -> ParameterKwarg:
-    """An integer parameter in ``[ge, le]``.
-
-    The bounds are restated as ``schema_extra`` because Litestar writes them to the OpenAPI
-    document as floats, which cannot hold 2**63 - 1 exactly.
-    """
-    kwarg: ParameterKwarg = Parameter(
-        ge=ge, le=le, description=description, schema_extra={"minimum": ge, "maximum": le}
-    )
-    return kwarg
-
-
-HeroId = Annotated[int, bounded(1, ID_MAX, "The hero's id.")]
+HeroId = Annotated[int, parameters.row_id("hero")]
 
 
 class HeroController(Controller):
@@ -116,7 +79,7 @@ class HeroController(Controller):
             key = request_key(idempotency_key, "createHero", msgspec.json.encode(data))
             retention = request.app.state[idempotency.KEY_RETENTION_STATE]
             (hero, version), replayed = await insert_hero(db, data, key, retention)
-        headers = {"Location": f"/heroes/{hero.id}", "ETag": etag(version)}
+        headers = {"Location": f"/heroes/{hero.id}", "ETag": etags.etag(version)}
         if replayed:
             headers[idempotency.REPLAYED_HEADER] = "true"
         return JsonResponse(hero, status_code=201, headers=headers)
@@ -131,8 +94,8 @@ class HeroController(Controller):
         self,
         request: Request[Any, Any, Any],
         db: NamedDependency[Database],
-        offset: Annotated[int, bounded(0, ID_MAX, "Heroes to skip (prefer `cursor`).")] = 0,
-        limit: Annotated[int, bounded(1, MAX_PAGE, "Most heroes to return.")] = MAX_PAGE,
+        offset: Annotated[int, parameters.offset("heroes")] = 0,
+        limit: Annotated[int, parameters.limit("heroes")] = MAX_PAGE,
         name: Annotated[
             str | None,
             Parameter(
@@ -158,27 +121,9 @@ class HeroController(Controller):
             int | None, bounded(0, AGE_MAX, "Only heroes at least this old.")
         ] = None,
         max_age: Annotated[int | None, bounded(0, AGE_MAX, "Only heroes at most this old.")] = None,
-        order_by: Annotated[
-            str,
-            Parameter(
-                description=openapi.ORDER_BY_DESCRIPTION,
-                schema_extra={"enum": list(ORDER_BY)},
-            ),
-        ] = "id",
-        cursor: Annotated[
-            str | None,
-            Parameter(
-                min_length=1,
-                max_length=1024,
-                description=(
-                    "Where the page starts: the opaque value in the `Link` header's next URL. "
-                    "A cursor made for another `order_by` is refused (400)."
-                ),
-            ),
-        ] = None,
-        count: Annotated[
-            bool, Parameter(description="Also send `X-Total-Count`; it costs a scan.")
-        ] = False,
+        order_by: Annotated[str, parameters.order_by(ORDERS, openapi.ORDER_BY_DESCRIPTION)] = "id",
+        cursor: Annotated[str | None, parameters.CURSOR] = None,
+        count: Annotated[bool, parameters.COUNT] = False,
     ) -> JsonResponse[list[HeroPublic]]:
         """List heroes, 100 at most per page, ordered by ``order_by`` (id by default).
 
@@ -187,21 +132,15 @@ class HeroController(Controller):
         exactly once, even while heroes are created and deleted. ``offset`` pages work too, but
         skip or repeat heroes when earlier ones are deleted or created meanwhile.
         """
-        sort = parse_sort(order_by)
-        after = None if cursor is None else decode_cursor(cursor, sort)
-        if after is not None and offset:
-            raise BadQuery("offset", "A cursor says where the page starts: send no offset")
-        filters = Filters(name, name_prefix, min_age, max_age)
-        heroes = await select_heroes(db, filters, sort, limit=limit, offset=offset, after=after)
+        sort, after = ORDERS.start(order_by, cursor, offset)
+        filters = Filters(name, name_prefix, min_age, max_age)._asdict()
+        heroes = await LIST.page(db, filters, sort, limit=limit, offset=offset, after=after)
         headers = {}
         if len(heroes) == limit:
-            last = heroes[-1]
-            query = {**filters._asdict(), "order_by": order_by, "limit": limit, "count": count}
-            cursor_next = encode_cursor(sort, position_of(sort, last.id, last.name, last.age))
-            path = request.scope.get("root_path", "") + request.scope["path"]
-            headers["Link"] = next_link(path, query, cursor_next)
+            query = {**filters, "order_by": order_by, "limit": limit, "count": count}
+            headers["Link"] = ORDERS.link_after(request.scope, query, sort, heroes[-1])
         if count:
-            headers["X-Total-Count"] = str(await count_heroes(db, filters))
+            headers["X-Total-Count"] = str(await LIST.count(db, filters))
         return JsonResponse(heroes, headers=headers)
 
     @get(
@@ -209,10 +148,7 @@ class HeroController(Controller):
         operation_id="getHero",
         summary="Get a hero",
         response_headers=[openapi.ETAG_HEADER],
-        responses={
-            **documented(400, 404, 503),
-            304: ResponseSpec(None, description="The hero is still at the ETag in If-None-Match."),
-        },
+        responses={**documented(400, 404, 503), **openapi.NOT_MODIFIED},
     )
     async def get_hero(
         self,
@@ -221,11 +157,10 @@ class HeroController(Controller):
         hero_id: HeroId,
     ) -> JsonResponse[HeroPublic]:
         """Get one hero by id, with its ``ETag``."""
-        # Documented by openapi.HEADERS_READ_RAW (see etags.header_value).
-        if_none_match = header_value(request.scope, IF_NONE_MATCH)
-        hero, version = await select_hero(db, hero_id)
-        headers = {"ETag": etag(version), "Cache-Control": "no-cache"}
-        if if_none_match is not None and matches_any(if_none_match, version):
+        hero, version = await HEROES.get(db, hero_id)
+        headers = {"ETag": etags.etag(version), "Cache-Control": "no-cache"}
+        # If-None-Match is documented by openapi.HEADERS_READ_RAW (see etags.header_value).
+        if etags.not_modified(request.scope, version):
             return JsonResponse(None, status_code=304, headers=headers)  # type: ignore[arg-type]
         return JsonResponse(hero, headers=headers)
 
@@ -244,9 +179,9 @@ class HeroController(Controller):
         data: Annotated[HeroUpdate, Body(examples=[openapi.UPDATE_EXAMPLE])],
     ) -> JsonResponse[HeroPublic]:
         """Change some of a hero's fields. Omitted fields stay; ``"age": null`` clears the age."""
-        versions = allowed_versions(header_value(request.scope, IF_MATCH))
-        hero, version = await patch_hero(db, hero_id, data.changes(), versions)
-        return JsonResponse(hero, headers={"ETag": etag(version)})
+        versions = etags.if_match(request.scope)
+        hero, version = await HEROES.update(db, hero_id, data.changes(), versions)
+        return JsonResponse(hero, headers={"ETag": etags.etag(version)})
 
     @delete(
         "/{hero_id:int}",
@@ -262,8 +197,7 @@ class HeroController(Controller):
         hero_id: HeroId,
     ) -> Deleted:
         """Delete a hero for good."""
-        versions = allowed_versions(header_value(request.scope, IF_MATCH))
-        await remove_hero(db, hero_id, versions)
+        await HEROES.delete(db, hero_id, etags.if_match(request.scope))
         return Deleted()
 
 

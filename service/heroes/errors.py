@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from service.heroes.cursors import BadQuery
-from service.heroes.etags import MalformedEntityTags
 from service.heroes.queries import HeroChanged, HeroNotFound
-from service.http.errors import answer, invalid_input
+from service.http.errors import answer
 
 if TYPE_CHECKING:
     from litestar.types import ExceptionHandlersMap
@@ -19,8 +17,6 @@ if TYPE_CHECKING:
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HeroNotFound: answer(404, "Hero not found"),
     HeroChanged: answer(412, "The hero has changed since the ETag in If-Match was issued"),
-    BadQuery: invalid_input("query", lambda exc: (exc.message, exc.key)),
-    MalformedEntityTags: invalid_input("header", lambda exc: (str(exc), exc.header)),
 }
 """How the resource's domain errors are answered."""
 

@@ -1,19 +1,29 @@
 """What the heroes' operations document, and what they add to the generated document.
 
 Examples and response headers for the controller's decorators; ``complete_document`` for what
-Litestar cannot generate (see ``service.http.openapi``).
+Litestar cannot generate. What every resource documents alike is ``service.http.openapi``'s, in
+the heroes' words here.
 """
 
 from __future__ import annotations
 
 from litestar.datastructures import ResponseHeader
-from litestar.openapi.spec import Example, Link, OpenAPI, OpenAPIHeader, Parameter, Schema
+from litestar.openapi.spec import Example, OpenAPI, Parameter, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from service.database.tables import KEY_MAX_LENGTH
-from service.heroes.etags import ENTITY_TAGS, IF_MATCH, IF_NONE_MATCH
 from service.http import idempotency
-from service.http.openapi import operation, response
+from service.http.openapi import (
+    count_as_integer,
+    document_headers_read_raw,
+    etag_header,
+    if_match_header,
+    if_none_match_header,
+    link_created,
+    link_header,
+    not_modified,
+    total_count_header,
+)
 
 CREATE_EXAMPLE = Example(
     summary="A hero with an age",
@@ -22,13 +32,8 @@ CREATE_EXAMPLE = Example(
 UPDATE_EXAMPLE = Example(summary="Rename a hero", value={"name": "Deadpool"})
 
 
-ETAG_HEADER = ResponseHeader(
-    name="ETag",
-    value='"1"',  # an example, from which the schema is derived: never sent
-    description="The hero's version; send it in If-Match to update or delete only that version.",
-    required=True,
-    documentation_only=True,
-)
+ETAG_HEADER = etag_header("hero")
+NOT_MODIFIED = not_modified("hero")
 
 
 REPLAYED_HEADER = ResponseHeader(
@@ -42,39 +47,14 @@ REPLAYED_HEADER = ResponseHeader(
 )
 
 
-LINK_HEADER = ResponseHeader(
-    name="Link",
-    value='</heroes?limit=20&cursor=WzEsImlkIiwyMCwyMF0>; rel="next"',  # an example, never sent
-    description=(
-        'On every full page: `<URL>; rel="next"` (RFC 8288), the URL of the next page, '
-        "relative to the request's, with the same filters, order_by and limit and a `cursor`. "
-        "Follow it until it is absent to list every hero exactly once."
-    ),
-    documentation_only=True,
-)
-TOTAL_COUNT_HEADER = ResponseHeader(
-    name="X-Total-Count",
-    value="42",  # an example, never sent; service.http.openapi makes the schema an integer
-    description="With `count=true`: how many heroes match the filters, over all pages.",
-    documentation_only=True,
-)
+LINK_HEADER = link_header("/heroes", "hero")
+TOTAL_COUNT_HEADER = total_count_header("heroes")
 ORDER_BY_DESCRIPTION = (
     "The order of the list: `id`, `name` or `age`, descending with a leading `-` (`-age`). "
     "Ties are broken by id, in the same direction. Names sort case-insensitively (A-Z only) by "
     "code point; a hero without an age sorts before every age: first with `age`, last with "
     "`-age`."
 )
-
-
-NEW_HERO_LINKS = {
-    operation_id: Link(
-        operation_id=operation_id,
-        parameters={"hero_id": "$response.body#/id"},
-        description=f"The id in the answer is the hero_id of {operation_id}.",
-    )
-    for operation_id in ("getHero", "updateHero", "deleteHero")
-}
-"""createHero's answer leads to the new hero's get, update and delete."""
 
 
 IDEMPOTENCY_KEY = Parameter(
@@ -99,32 +79,8 @@ IDEMPOTENCY_KEY = Parameter(
 """createHero's ``Idempotency-Key`` header."""
 
 
-def condition(name: str, description: str) -> Parameter:
-    """An optional conditional request header of the entity-tag syntax.
-
-    Its syntax is stated in the document only: etags.py checks it, so that the 400 names the
-    header. A header is a string when sent, never null.
-    """
-    return Parameter(
-        name=name,
-        param_in="header",
-        required=False,
-        deprecated=False,
-        description=description,
-        schema=Schema(type=OpenAPIType.STRING, pattern=ENTITY_TAGS, description=description),
-    )
-
-
-IF_MATCH_HEADER = condition(
-    IF_MATCH,
-    "Write only if the hero is still at one of these ETags (or `*`); otherwise 412. A value "
-    "that is not `*` nor a list of entity tags is 400.",
-)
-IF_NONE_MATCH_HEADER = condition(
-    IF_NONE_MATCH,
-    "Answer 304 without a body if the hero is still at one of these ETags (or for `*`). A value "
-    "that is not `*` nor a list of entity tags is 400.",
-)
+IF_MATCH_HEADER = if_match_header("hero")
+IF_NONE_MATCH_HEADER = if_none_match_header("hero")
 HEADERS_READ_RAW = {
     "createHero": IDEMPOTENCY_KEY,
     "getHero": IF_NONE_MATCH_HEADER,
@@ -136,28 +92,7 @@ HEADERS_READ_RAW = {
 
 
 def complete_document(document: OpenAPI) -> None:
-    """Add createHero's links, the headers read raw, and make ``X-Total-Count`` an integer."""
-    link_new_hero(document)
-    headers_read_raw(document)
-    count_as_integer(document)
-
-
-def headers_read_raw(document: OpenAPI) -> None:
-    """Document the request headers the handlers read from the raw headers."""
-    for operation_id, header in HEADERS_READ_RAW.items():
-        found = operation(document, operation_id)
-        others = [p for p in found.parameters or [] if getattr(p, "name", None) != header.name]
-        found.parameters = [*others, header]
-
-
-def link_new_hero(document: OpenAPI) -> None:
-    """Document that createHero's 201 answer leads to the new hero's get, update and delete."""
-    response(document, "createHero", "201").links = dict(NEW_HERO_LINKS)
-
-
-def count_as_integer(document: OpenAPI) -> None:
-    """ListHeroes' ``X-Total-Count`` is an integer (Litestar made it a string, from its example)."""
-    total = (response(document, "listHeroes", "200").headers or {}).get("X-Total-Count")
-    if not isinstance(total, OpenAPIHeader):
-        raise TypeError("listHeroes documents no X-Total-Count header")
-    total.schema = Schema(type=OpenAPIType.INTEGER, minimum=0)
+    """CreateHero's links to the new hero, the headers read raw, ``X-Total-Count`` an integer."""
+    link_created(document, "createHero", "hero_id", ("getHero", "updateHero", "deleteHero"))
+    document_headers_read_raw(document, HEADERS_READ_RAW)
+    count_as_integer(document, "listHeroes")

@@ -25,7 +25,9 @@ from service.database.faults import (
     database_error,
 )
 from service.http import idempotency
+from service.http.cursors import BadQuery
 from service.http.decoding import NO_NUL
+from service.http.etags import MalformedEntityTags
 from service.http.idempotency import KeyInProgress, KeyReused, MalformedIdempotencyKey
 from service.http.security import WRITE_METHODS
 
@@ -262,6 +264,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DatabaseUnavailable: _database_unavailable,
     WriteRefused: _conflict,
     InvalidValue: _invalid_value,
+    # A list's query, and the conditions of a request (service.http.cursors, .etags).
+    BadQuery: invalid_input("query", lambda exc: (exc.message, exc.key)),
+    MalformedEntityTags: invalid_input("header", lambda exc: (str(exc), exc.header)),
     # A write sent with an Idempotency-Key (service.http.idempotency).
     MalformedIdempotencyKey: invalid_input("header", lambda exc: (str(exc), exc.header)),
     KeyReused: _key_reused,

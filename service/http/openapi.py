@@ -1,29 +1,39 @@
-"""The changes made to the OpenAPI document Litestar generates, run at startup.
+"""The OpenAPI document: what every resource documents alike, and the changes made at startup.
 
-Litestar has no parameters for response links nor for a security scheme that only some
-operations require, and derives a response header's schema from an example string, so
+The headers and parameters of conditional requests and cursor pages, in each resource's words
+(``etag_header("hero")``), for its routes' decorators. Litestar has no parameters for response
+links nor for a security scheme that only some operations require, documents no header read
+from the raw headers, and derives a response header's schema from an example string, so
 ``complete_document`` adds and corrects them in the generated document at startup, before it
 is first served: the API-key scheme here, and what each resource adds of its own (its
-``Resource.complete_document``). Operations are found by their ``operation_id``, or by their
-method for the writes, never by path strings.
+``Resource.complete_document``, made of the functions below). Operations are found by their
+``operation_id``, or by their method for the writes, never by path strings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from litestar import Litestar
+from litestar.datastructures import ResponseHeader
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     Components,
+    Link,
     OpenAPI,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     Operation,
+    Parameter,
     Reference,
+    Schema,
     SecurityScheme,
 )
+from litestar.openapi.spec.enums import OpenAPIType
 
 from service.http.errors import ERROR_DESCRIPTIONS
+from service.http.etags import ENTITY_TAGS, IF_MATCH, IF_NONE_MATCH
 from service.http.security import WRITE_METHODS
 
 API_KEY_SCHEME = "apiKey"
@@ -84,3 +94,123 @@ def document_api_key(document: OpenAPI) -> None:
         if method in WRITE_METHODS:
             write.security = [{API_KEY_SCHEME: []}]
             write.responses = {**(write.responses or {}), "401": UNAUTHORIZED}
+
+
+# What the routes' decorators declare --------------------------------------------------------
+
+
+def etag_header(one: str) -> ResponseHeader:
+    """The ``ETag`` an answer with one ``one`` (``hero``) carries: its version."""
+    return ResponseHeader(
+        name="ETag",
+        value='"1"',  # an example, from which the schema is derived: never sent
+        description=(
+            f"The {one}'s version; send it in If-Match to update or delete only that version."
+        ),
+        required=True,
+        documentation_only=True,
+    )
+
+
+def not_modified(one: str) -> dict[int, ResponseSpec]:
+    """The 304 answer of a read with ``If-None-Match``, for one ``one``."""
+    said = f"The {one} is still at the ETag in If-None-Match."
+    return {304: ResponseSpec(None, description=said)}
+
+
+def link_header(path: str, one: str) -> ResponseHeader:
+    """A list's ``Link`` to its next page, for the list at ``path`` of ``one`` (``hero``) each."""
+    return ResponseHeader(
+        name="Link",
+        value=f'<{path}?limit=20&cursor=WzEsImlkIiwyMCwyMF0>; rel="next"',  # never sent
+        description=(
+            'On every full page: `<URL>; rel="next"` (RFC 8288), the URL of the next page, '
+            "relative to the request's, with the same filters, order_by and limit and a "
+            f"`cursor`. Follow it until it is absent to list every {one} exactly once."
+        ),
+        documentation_only=True,
+    )
+
+
+def total_count_header(many: str) -> ResponseHeader:
+    """A list's ``X-Total-Count``: how many ``many`` (``heroes``) match, over all pages.
+
+    Its schema is made an integer by :func:`count_as_integer`.
+    """
+    return ResponseHeader(
+        name="X-Total-Count",
+        value="42",  # an example, never sent
+        description=f"With `count=true`: how many {many} match the filters, over all pages.",
+        documentation_only=True,
+    )
+
+
+# Headers read raw, and the changes made to the generated document ----------------------------
+
+
+def condition(name: str, description: str) -> Parameter:
+    """An optional conditional request header of the entity-tag syntax.
+
+    Its syntax is stated in the document only: ``service.http.etags`` checks it, so that the
+    400 names the header. A header is a string when sent, never null.
+    """
+    return Parameter(
+        name=name,
+        param_in="header",
+        required=False,
+        deprecated=False,
+        description=description,
+        schema=Schema(type=OpenAPIType.STRING, pattern=ENTITY_TAGS, description=description),
+    )
+
+
+def if_match_header(one: str) -> Parameter:
+    """``If-Match`` on a write of one ``one`` (``hero``)."""
+    return condition(
+        IF_MATCH,
+        f"Write only if the {one} is still at one of these ETags (or `*`); otherwise 412. A "
+        "value that is not `*` nor a list of entity tags is 400.",
+    )
+
+
+def if_none_match_header(one: str) -> Parameter:
+    """``If-None-Match`` on a read of one ``one`` (``hero``)."""
+    return condition(
+        IF_NONE_MATCH,
+        f"Answer 304 without a body if the {one} is still at one of these ETags (or for `*`). "
+        "A value that is not `*` nor a list of entity tags is 400.",
+    )
+
+
+def document_headers_read_raw(document: OpenAPI, headers: Mapping[str, Parameter]) -> None:
+    """Document the request header each operation (by id) reads from the raw headers.
+
+    A handler that reads a header from the scope (``etags.header_value``) has no parameter in
+    its signature to document it: declaring one made Litestar build the request's header map.
+    """
+    for operation_id, header in headers.items():
+        found = operation(document, operation_id)
+        others = [p for p in found.parameters or [] if getattr(p, "name", None) != header.name]
+        found.parameters = [*others, header]
+
+
+def link_created(
+    document: OpenAPI, operation_id: str, parameter: str, targets: Iterable[str]
+) -> None:
+    """Document that the 201 of ``operation_id`` leads to ``targets``, its id as ``parameter``."""
+    response(document, operation_id, "201").links = {
+        target: Link(
+            operation_id=target,
+            parameters={parameter: "$response.body#/id"},
+            description=f"The id in the answer is the {parameter} of {target}.",
+        )
+        for target in targets
+    }
+
+
+def count_as_integer(document: OpenAPI, operation_id: str) -> None:
+    """The list's ``X-Total-Count`` is an integer (Litestar made it a string, from its example)."""
+    total = (response(document, operation_id, "200").headers or {}).get("X-Total-Count")
+    if not isinstance(total, OpenAPIHeader):
+        raise TypeError(f"{operation_id} documents no X-Total-Count header")
+    total.schema = Schema(type=OpenAPIType.INTEGER, minimum=0)

@@ -70,7 +70,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from service.heroes.cursors import Position, encode_cursor, parse_sort
+from service.database.pages import Position, Sort
+from service.http.cursors import encode_cursor
 from tests import pgbouncer
 from tests.live import free_port
 from tests.pgbouncer import PgBouncer
@@ -284,7 +285,10 @@ AGAINST_FIRST_PAGE_LIMIT = 1.5
 def placeholders(rows: int) -> dict[str, str]:
     """What ``{rows}`` and ``{last_page_cursor}`` stand for in scenarios on ``rows`` heroes."""
     last = Position(max(0, rows - 20), max(0, rows - 20))
-    return {"{rows}": str(rows), "{last_page_cursor}": encode_cursor(parse_sort("id"), last)}
+    return {
+        "{rows}": str(rows),
+        "{last_page_cursor}": encode_cursor(Sort("id", descending=False), last),
+    }
 
 
 def filled(text: str, rows: int) -> str:

@@ -1,7 +1,8 @@
-"""Hero versions as HTTP entity tags: the ``ETag`` header, ``If-Match`` and ``If-None-Match``.
+"""Versions as HTTP entity tags: the ``ETag`` header, ``If-Match`` and ``If-None-Match`` (RFC 9110).
 
-A hero's version counts the writes to its row; its strong entity tag is the version in quotes
-(``"3"``). Pure functions, no I/O.
+A row's version counts the writes to it (``service.database.records``); its strong entity tag is
+the version in quotes (``"3"``). Any resource's routes read the conditions with :func:`if_match`
+and :func:`not_modified`. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from service.database.records import Versions
 from service.database.tables import VERSION_MAX
 
 if TYPE_CHECKING:
@@ -16,9 +18,6 @@ if TYPE_CHECKING:
 
 IF_MATCH = "If-Match"
 IF_NONE_MATCH = "If-None-Match"
-
-Versions = list[int] | None
-"""The versions an ``If-Match`` header allows, or None for any (no header, or ``*``)."""
 
 _OPAQUE_TAG = r'(W/)?"[\x21\x23-\x7E]*"'
 ENTITY_TAGS = rf"^[ \t]*(\*|{_OPAQUE_TAG}([ \t]*,[ \t]*{_OPAQUE_TAG})*)?[ \t]*$"
@@ -54,7 +53,7 @@ def header_value(scope: Scope, header: str) -> str | None:
 
 
 def etag(version: int) -> str:
-    """The strong entity tag of a hero version."""
+    """The strong entity tag of a version."""
     return f'"{version}"'
 
 
@@ -73,8 +72,9 @@ def entity_tags(value: str, header: str) -> list[str] | None:
 def allowed_versions(if_match: str | None) -> Versions:
     """The versions an ``If-Match`` header names, compared strongly: weak tags match none.
 
-    A tag of a version no hero can have (past ``VERSION_MAX``) matches nothing, like a stale one:
-    it is left out here rather than sent to a database that cannot hold it.
+    None for any version (no header, or ``*``). A tag of a version no row can have (past
+    ``VERSION_MAX``) matches nothing, like a stale one: it is left out here rather than sent to
+    a database that cannot hold it.
     """
     if if_match is None:
         return None
@@ -89,3 +89,14 @@ def matches_any(if_none_match: str, version: int) -> bool:
     """Whether ``If-None-Match`` is ``*`` or names ``version``, compared weakly."""
     tags = entity_tags(if_none_match, IF_NONE_MATCH)
     return tags is None or etag(version) in {tag.removeprefix("W/") for tag in tags}
+
+
+def if_match(scope: Scope) -> Versions:
+    """The versions the request's ``If-Match`` allows a write at; None for any."""
+    return allowed_versions(header_value(scope, IF_MATCH))
+
+
+def not_modified(scope: Scope, version: int) -> bool:
+    """Whether the request's ``If-None-Match`` names ``version`` (or ``*``): answer 304."""
+    if_none_match = header_value(scope, IF_NONE_MATCH)
+    return if_none_match is not None and matches_any(if_none_match, version)
