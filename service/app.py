@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import partial
 from importlib.metadata import version
@@ -25,20 +26,19 @@ from service.http.limits import docs_budget, rate_limit
 from service.http.openapi import complete_document
 from service.http.proxies import TrustedProxies
 from service.http.request_line import strict_request_line
-from service.http.resources import Resource
+from service.http.resources import Resource, description, error_table, response_headers
 from service.http.security import api_key_required
 from service.ops.health import HEALTH
 from service.ops.metrics import prometheus
 from service.ops.requests import ServiceApp, logging_config
 from service.settings import Settings, SettingsError, comma_list
 
-DESCRIPTION = """\
-The heroes of the SQL tutorial: create, list, read, update and delete them.
-
+ERRORS_OVERVIEW = """\
 Every error answers with the same JSON body, `Error`: the HTTP `status_code`, a `detail` sentence
 and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), where it was
 (`source`: body, query or path) and what is wrong with it (`message`).
 """
+"""The API's description after the resources' overviews."""
 
 
 UNLIMITED_PATHS = ["/health", "/metrics", "/schema", "/docs", "/redoc"]
@@ -49,20 +49,24 @@ RESOURCES: list[Resource] = [HEROES, HEALTH]
 """What the app serves; a new resource is a folder beside ``service/heroes/`` and a line here."""
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the application for ``settings`` (default: read from the environment)."""
+def create_app(
+    settings: Settings | None = None, *, resources: Sequence[Resource] = RESOURCES
+) -> Litestar:
+    """Build the application for ``settings`` (default: read from the environment).
+
+    ``resources``: what it serves, ``RESOURCES`` by default. Two of them answering one
+    exception differently is an error here (``ErrorTableClash``), not a silent override.
+    """
     settings = Settings.from_env() if settings is None else settings
     database = database_config(settings)
     db = open_database(database, settings)
     key_retention = timedelta(seconds=settings.idempotency_key_retention_seconds)
     handlers: list[ControllerRouterHandler] = [
-        handler for resource in RESOURCES for handler in resource.route_handlers
+        handler for resource in resources for handler in resource.route_handlers
     ]
-    exception_handlers = dict(EXCEPTION_HANDLERS)
-    for resource in RESOURCES:
-        exception_handlers.update(resource.exception_handlers)
+    exception_handlers = error_table(EXCEPTION_HANDLERS, resources)
     middleware: list[Middleware] = []
-    additions = [add for resource in RESOURCES if (add := resource.complete_document)]
+    additions = [add for resource in resources if (add := resource.complete_document)]
     on_startup: list[LifespanHook] = [
         partial(prepare_schema, database),
         partial(complete_document, additions=additions, api_key=bool(settings.api_keys)),
@@ -106,13 +110,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         request_class=decoding.StrictRequest,
         request_max_body_size=settings.max_body_size,
-        cors_config=cors(settings),
+        cors_config=cors(settings, resources),
         logging_config=logging_config(settings),
         openapi_config=OpenAPIConfig(
             title="Hero service",
             version=version("hero-service"),
-            description=DESCRIPTION,
-            tags=[resource.tag for resource in RESOURCES],
+            description=description(resources, ERRORS_OVERVIEW),
+            tags=[resource.tag for resource in resources],
             use_handler_docstrings=True,
             path="/schema",
             openapi_router=docs.router(docs_pages, docs_middleware),
@@ -121,22 +125,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-EXPOSED = [
-    "ETag",
-    "Location",
-    "Link",
-    "X-Total-Count",
-    "X-Request-ID",
-    "Retry-After",
-    "Idempotent-Replayed",
-]
-"""Response headers a browser client may read across origins."""
+SERVICE_HEADERS = ["X-Request-ID", "Retry-After"]
+"""Response headers the service sends of its own, on any route (the resources document theirs)."""
 
 
-def cors(settings: Settings) -> CORSConfig | None:
-    """Cross-origin access for the origins in ``CORS_ALLOW_ORIGINS``, if any."""
+def cors(settings: Settings, resources: Sequence[Resource]) -> CORSConfig | None:
+    """Cross-origin access for the origins in ``CORS_ALLOW_ORIGINS``, if any.
+
+    A browser client may read the service's own response headers and every one the resources'
+    operations document (``ETag``, ``Location``, ``Link``...).
+    """
     origins = comma_list(settings.cors_allow_origins)
-    return CORSConfig(allow_origins=origins, expose_headers=EXPOSED) if origins else None
+    if not origins:
+        return None
+    exposed = [*SERVICE_HEADERS, *response_headers(resources)]
+    return CORSConfig(allow_origins=origins, expose_headers=exposed)
 
 
 def tracing(database: DatabaseConfig) -> list[PluginProtocol]:

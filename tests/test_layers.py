@@ -15,13 +15,26 @@ from pathlib import Path
 
 import pytest
 
+from service.app import RESOURCES
+from service.http.resources import http_handlers
+
 PACKAGE = Path(__file__).parents[1] / "service"
+
+RESOURCE_PACKAGES = sorted(
+    {
+        handler.fn.__module__.rpartition(".")[0]
+        for resource in RESOURCES
+        for handler in http_handlers(resource)
+    }
+)
+"""The packages the app's resources live in: each resource's folder, and ``service.ops``
+(which serves the health checks)."""
 
 LAYERS: list[list[str]] = [
     ["service.__main__"],
     ["service.serving", "service.openapi_document"],
     ["service.app", "service.connections"],
-    ["service.ops", "service.heroes"],
+    sorted({"service.ops", *RESOURCE_PACKAGES}),
     ["service.http"],
     ["service.database"],
     ["service.settings"],
@@ -120,6 +133,11 @@ def unplaced(modules: Iterable[str]) -> list[str]:
 
 def test_every_module_has_a_layer() -> None:
     assert unplaced(import_graph()) == []
+
+
+def test_every_resource_lives_in_a_package_of_its_own_beside_the_others() -> None:
+    assert "service.heroes" in RESOURCE_PACKAGES
+    assert all(package.count(".") == 1 for package in RESOURCE_PACKAGES), RESOURCE_PACKAGES
 
 
 def test_no_module_imports_from_a_layer_above_or_beside_it() -> None:

@@ -206,5 +206,6 @@ RESOURCE = Resource(
     exception_handlers=errors.EXCEPTION_HANDLERS,
     tag=Tag(name="heroes", description="The heroes of the SQL tutorial."),
     complete_document=openapi.complete_document,
+    overview="The heroes of the SQL tutorial: create, list, read, update and delete them.",
 )
 """The heroes, as ``create_app`` serves them."""
