@@ -1,22 +1,34 @@
-"""Small helpers the API tests share."""
+"""What the tests share: request bodies, checks of answers, databases held or broken on purpose.
+
+Fixtures and helpers used by more than one test module live here (or in conftest.py), never
+imported from another test module.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import sqlite3
+import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
+import psycopg
 import sqlalchemy as sa
+import uvicorn
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.http.errors import Error
 from service.settings import Settings
+from tests.live import free_port
 from tests.pgbouncer import pooler_for
 
 Client = TestClient[Litestar]
@@ -84,15 +96,31 @@ def direct_engine(database_url: str) -> sa.Engine:
 
 
 @contextmanager
-def held_write_lock(database: Path | str) -> Iterator[None]:
-    """Hold the write lock of the SQLite file ``database`` from another connection."""
+def held_write_lock(database: Path | str) -> Iterator[Callable[[], None]]:
+    """The write lock of the SQLite file ``database``, held by another connection.
+
+    Until the end of the ``with``, or until the function it gives is called.
+    """
     locker = sqlite3.connect(database, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            locker.execute("ROLLBACK")
+            released = True
+
     try:
-        locker.execute("BEGIN IMMEDIATE")
-        yield
-        locker.execute("ROLLBACK")
+        yield release
     finally:
+        release()
         locker.close()
+
+
+def sqlite_write_lock(settings: Settings) -> AbstractContextManager[Callable[[], None]]:
+    """:func:`held_write_lock` on the SQLite file of ``settings``."""
+    return held_write_lock(sa.make_url(settings.database_url).database or "")
 
 
 Answer = tuple[int, dict[bytes, bytes], bytes]
@@ -140,3 +168,136 @@ def asgi_request(
     start = next(m for m in sent if m["type"] == "http.response.start")
     answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], dict(start["headers"]), answer
+
+
+# Served by uvicorn ---------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Litestar, *, lifespan: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` served by uvicorn in a thread, and an HTTP client for it."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="on" if lifespan else "off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join)
+
+
+# Faults made on purpose ----------------------------------------------------------------------
+
+
+@contextmanager
+def slow_inserts(url: str) -> Iterator[Callable[[], None]]:
+    """Every INSERT into heroes runs until released: its trigger waits for an advisory lock."""
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute(
+            """CREATE FUNCTION wait_for_release() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$"""
+        )
+        setup.execute(
+            """CREATE TRIGGER slow_insert BEFORE INSERT ON heroes
+               FOR EACH ROW EXECUTE FUNCTION wait_for_release()"""
+        )
+    holder = psycopg.connect(url)
+    holder.execute("SELECT pg_advisory_xact_lock(4242)")
+    try:
+        yield holder.rollback
+    finally:
+        holder.close()
+        with psycopg.connect(url, autocommit=True) as cleanup:
+            cleanup.execute("DROP TRIGGER IF EXISTS slow_insert ON heroes")
+            cleanup.execute("DROP FUNCTION IF EXISTS wait_for_release")
+
+
+class TcpProxy:
+    """A local port forwarded to the database; ``stop`` drops every connection, like a restart."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._open: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def start(self) -> None:
+        """Listen (again, on the same port) and forward every connection to the target."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        for sock in [*self._open, *([self._listener] if self._listener else [])]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            sock.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+FAILS_AT_COMMIT = "fails-at-commit"
+
+# A deferred foreign key that a trigger breaks for one name: the INSERT succeeds, the COMMIT fails.
+COMMIT_GUARD = {
+    "sqlite": [
+        """CREATE TABLE commit_guard
+            (hero_id INTEGER REFERENCES heroes(id) DEFERRABLE INITIALLY DEFERRED)""",
+        f"""CREATE TRIGGER break_commit AFTER INSERT ON heroes WHEN NEW.name = '{FAILS_AT_COMMIT}'
+            BEGIN INSERT INTO commit_guard VALUES (-1); END""",
+    ],
+    "postgresql": [
+        """CREATE TABLE commit_guard
+            (hero_id BIGINT REFERENCES heroes(id) DEFERRABLE INITIALLY DEFERRED)""",
+        f"""CREATE FUNCTION break_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.name = '{FAILS_AT_COMMIT}' THEN INSERT INTO commit_guard VALUES (-1);
+            END IF; RETURN NEW; END $$""",
+        """CREATE TRIGGER break_commit AFTER INSERT ON heroes
+            FOR EACH ROW EXECUTE FUNCTION break_commit()""",
+    ],
+}
+
+
+def run_sql(settings: Settings, statements: list[str]) -> None:
+    """Run ``statements`` on the database of ``settings``, behind the service's back."""
+    engine = direct_engine(settings.database_url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    engine.dispose()

@@ -7,7 +7,6 @@ are all taken.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 import uuid
@@ -24,58 +23,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests import pgbouncer
 from tests.conftest import IN_CI, POSTGRES_SERVER, migrate
-from tests.helpers import Client, assert_error, create, new_hero
-
-
-class TcpProxy:
-    """A local port forwarded to the database; ``stop`` drops every connection, like a restart."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._open: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-
-    def start(self) -> None:
-        """Listen (again, on the same port) and forward every connection to the target."""
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen()
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        """Refuse new connections and cut the open ones."""
-        for sock in [*self._open, *([self._listener] if self._listener else [])]:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            sock.close()
-        self._open.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+from tests.helpers import Client, TcpProxy, assert_error, create, new_hero
 
 
 @pytest.fixture

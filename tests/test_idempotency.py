@@ -30,9 +30,11 @@ from tests.helpers import (
     direct_engine,
     held_write_lock,
     new_hero,
+    serving,
     settings_for,
+    slow_inserts,
+    sqlite_write_lock,
 )
-from tests.test_waits import serving, slow_inserts, sqlite_write_lock
 
 keys = cast(sa.Table, IdempotencyKey.__table__)
 REPLAYED = "idempotent-replayed"

@@ -35,43 +35,39 @@ def test_admitted_answers_carry_the_window(tmp_path: object) -> None:
     assert first.headers["ratelimit-policy"] == "5; w=60"
 
 
-def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(tmp_path: object) -> None:
+@pytest.mark.parametrize(
+    ("addresses", "statuses"),
+    [
+        pytest.param(
+            ["203.0.113.1", "203.0.113.2", "203.0.113.1"],
+            [200, 200, 429],
+            id="each-forwarded-client-has-its-own-count",
+        ),
+        pytest.param(
+            ["203.0.113.1:5555", "[2001:db8::1]:443", "203.0.113.1:6666"],
+            [200, 200, 429],
+            id="addresses-with-a-port-count-as-the-address",
+        ),
+        pytest.param(
+            ["2001:db8:0:1::1", "2001:db8:0:1:ffff::2", "2001:db8:0:2::1"],
+            [200, 429, 200],
+            id="ipv6-clients-are-counted-per-64",
+        ),
+    ],
+)
+def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(
+    tmp_path: object, addresses: list[str], statuses: list[int]
+) -> None:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path}/h.db", rate_limit_per_minute=1, forwarded_allow_ips="*"
     )
     with TestClient[Litestar](create_app(settings)) as client:
-        statuses = [
+        answered = [
             client.get("/heroes", headers={"X-Forwarded-For": address}).status_code
-            for address in ["203.0.113.1", "203.0.113.2", "203.0.113.1"]
+            for address in addresses
         ]
 
-    assert statuses == [200, 200, 429]
-
-
-def test_forwarded_addresses_with_a_port_count_as_the_address(tmp_path: object) -> None:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/h.db", rate_limit_per_minute=1, forwarded_allow_ips="*"
-    )
-    with TestClient[Litestar](create_app(settings)) as client:
-        statuses = [
-            client.get("/heroes", headers={"X-Forwarded-For": address}).status_code
-            for address in ["203.0.113.1:5555", "[2001:db8::1]:443", "203.0.113.1:6666"]
-        ]
-
-    assert statuses == [200, 200, 429]
-
-
-def test_ipv6_clients_are_counted_per_64(tmp_path: object) -> None:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/h.db", rate_limit_per_minute=1, forwarded_allow_ips="*"
-    )
-    with TestClient[Litestar](create_app(settings)) as client:
-        statuses = [
-            client.get("/heroes", headers={"X-Forwarded-For": address}).status_code
-            for address in ["2001:db8:0:1::1", "2001:db8:0:1:ffff::2", "2001:db8:0:2::1"]
-        ]
-
-    assert statuses == [200, 429, 200]
+    assert answered == statuses
 
 
 @pytest.mark.parametrize(

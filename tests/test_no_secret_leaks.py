@@ -23,9 +23,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import CapturedLogs
-from tests.helpers import create, direct_engine, held_write_lock, settings_for
-from tests.test_database_faults import TcpProxy
-from tests.test_transactions import COMMIT_GUARD, FAILS_AT_COMMIT, run_sql
+from tests.helpers import (
+    COMMIT_GUARD,
+    FAILS_AT_COMMIT,
+    TcpProxy,
+    create,
+    direct_engine,
+    held_write_lock,
+    run_sql,
+    settings_for,
+)
 
 REQUEST_ID = "leak-check-1"
 

@@ -32,8 +32,7 @@ from service.app import create_app
 from service.database.engines import database_config, open_database
 from service.database.statements import Database, Statement
 from service.settings import Settings
-from tests.helpers import assert_error, create, new_hero
-from tests.test_waits import serving, sqlite_write_lock
+from tests.helpers import assert_error, create, new_hero, serving, sqlite_write_lock
 
 ANSWER_WITHIN = 10.0
 """Seconds after which a request that has not been answered is taken to hang."""

@@ -12,36 +12,16 @@ from litestar.testing import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.helpers import Client, assert_error, create, direct_engine, new_hero
-
-FAILS_AT_COMMIT = "fails-at-commit"
-
-# A deferred foreign key that a trigger breaks for one name: the INSERT succeeds, the COMMIT fails.
-COMMIT_GUARD = {
-    "sqlite": [
-        """CREATE TABLE commit_guard
-            (hero_id INTEGER REFERENCES heroes(id) DEFERRABLE INITIALLY DEFERRED)""",
-        f"""CREATE TRIGGER break_commit AFTER INSERT ON heroes WHEN NEW.name = '{FAILS_AT_COMMIT}'
-            BEGIN INSERT INTO commit_guard VALUES (-1); END""",
-    ],
-    "postgresql": [
-        """CREATE TABLE commit_guard
-            (hero_id BIGINT REFERENCES heroes(id) DEFERRABLE INITIALLY DEFERRED)""",
-        f"""CREATE FUNCTION break_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN IF NEW.name = '{FAILS_AT_COMMIT}' THEN INSERT INTO commit_guard VALUES (-1);
-            END IF; RETURN NEW; END $$""",
-        """CREATE TRIGGER break_commit AFTER INSERT ON heroes
-            FOR EACH ROW EXECUTE FUNCTION break_commit()""",
-    ],
-}
-
-
-def run_sql(settings: Settings, statements: list[str]) -> None:
-    engine = direct_engine(settings.database_url)
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement)
-    engine.dispose()
+from tests.helpers import (
+    COMMIT_GUARD,
+    FAILS_AT_COMMIT,
+    Client,
+    assert_error,
+    create,
+    direct_engine,
+    new_hero,
+    run_sql,
+)
 
 
 def test_failed_commit_is_an_error_and_stores_nothing(client: Client, settings: Settings) -> None:

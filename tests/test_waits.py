@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,17 @@ import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
-import uvicorn
-from litestar import Litestar
 
 from service.app import create_app
 from service.settings import Settings
-from tests.helpers import assert_error, new_hero, settings_for
-from tests.live import free_port
+from tests.helpers import (
+    assert_error,
+    new_hero,
+    serving,
+    settings_for,
+    slow_inserts,
+    sqlite_write_lock,
+)
 
 AsyncClient = httpx.AsyncClient
 Write = Callable[[AsyncClient, int], Awaitable[httpx.Response]]
@@ -45,28 +48,6 @@ WRITES: dict[str, Write] = {
 }
 SETTLE = 0.3
 """Seconds given to the waiting request to reach the database before the others are sent."""
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Litestar, *, lifespan: bool = True) -> AsyncIterator[AsyncClient]:
-    """``app`` served by uvicorn in a thread, and an HTTP client for it."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on" if lifespan else "off", log_level="error"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join)
 
 
 class Observed:
@@ -134,28 +115,6 @@ async def two_heroes(client: AsyncClient) -> tuple[dict[str, Any], dict[str, Any
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path / 'heroes.db'}", access_log=False)
-
-
-@contextlib.contextmanager
-def sqlite_write_lock(settings: Settings) -> Iterator[Callable[[], None]]:
-    """The write lock of the database, held by another connection until released."""
-    locker = sqlite3.connect(
-        sa.make_url(settings.database_url).database or "", isolation_level=None
-    )
-    locker.execute("BEGIN IMMEDIATE")
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            locker.execute("ROLLBACK")
-            released = True
-
-    try:
-        yield release
-    finally:
-        release()
-        locker.close()
 
 
 @pytest.mark.parametrize("write", list(WRITES))
@@ -278,29 +237,6 @@ def test_postgres_statement_timeout_on_a_row_lock_is_503_and_holds_up_nothing(
                 return await while_waiting(client, wait, probes_for(free))
 
     asyncio.run(scenario()).check(waited_status=503)
-
-
-@contextlib.contextmanager
-def slow_inserts(url: str) -> Iterator[Callable[[], None]]:
-    """Every INSERT into heroes runs until released: its trigger waits for an advisory lock."""
-    with psycopg.connect(url, autocommit=True) as setup:
-        setup.execute(
-            """CREATE FUNCTION wait_for_release() RETURNS trigger LANGUAGE plpgsql AS $$
-               BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$"""
-        )
-        setup.execute(
-            """CREATE TRIGGER slow_insert BEFORE INSERT ON heroes
-               FOR EACH ROW EXECUTE FUNCTION wait_for_release()"""
-        )
-    holder = psycopg.connect(url)
-    holder.execute("SELECT pg_advisory_xact_lock(4242)")
-    try:
-        yield holder.rollback
-    finally:
-        holder.close()
-        with psycopg.connect(url, autocommit=True) as cleanup:
-            cleanup.execute("DROP TRIGGER IF EXISTS slow_insert ON heroes")
-            cleanup.execute("DROP FUNCTION IF EXISTS wait_for_release")
 
 
 def test_postgres_statement_running_long_holds_up_no_other_request(postgres: Postgres) -> None:
