@@ -165,17 +165,19 @@ class Listing(Generic[RowT]):
         self.keys: dict[str, SortKey] = {"id": id_key(table.c.id), **keys}
         self.filters = {found.name: found for found in filters}
         self._conditions = [condition for found in filters for condition in found.conditions]
+        self._unset = dict.fromkeys(param for param, _ in self._conditions)
+        """Every filter parameter, unset (None): the start of each request's parameters."""
         self.statement = functools.cache(self._statement)
         self.count_statement = functools.cache(self._count_statement)
 
     def params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The statements' parameters for the filters' query values (None: not given)."""
-        params: dict[str, Any] = {}
-        for name, found in self.filters.items():
-            value = values.get(name)
-            bound = found.bind(value) if value is not None else (None,) * len(found.conditions)
-            for (param, _), each in zip(found.conditions, bound, strict=True):
-                params[param] = each
+        params = self._unset.copy()
+        for name, value in values.items():
+            if value is not None:
+                found = self.filters[name]
+                for (param, _), each in zip(found.conditions, found.bind(value), strict=True):
+                    params[param] = each
         return params
 
     def given(self, params: Mapping[str, Any]) -> tuple[bool, ...]:
