@@ -75,6 +75,10 @@ image-test *pytest_args:
 bench-costs *args:
     python -m tests.benchmarks.costs {{args}}
 
+# The measurements behind choices the code makes (tests/benchmarks/RESULTS-choices.md)
+bench-choices *args:
+    python -m tests.benchmarks.choices {{args}}
+
 # Write the OpenAPI document the service serves to openapi.json, for SDK generators
 openapi:
     python -m service.openapi_document openapi.json

@@ -52,7 +52,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_connect_timeout: PositiveInt = 5
     """Seconds to wait for PostgreSQL to accept a connection before the request gets 503."""
     db_statement_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
-    """Longest a PostgreSQL statement may run (0: no limit); a hero query takes well under 1 ms."""
+    """Longest a PostgreSQL statement may run (0: no limit).
+
+    A hero query's round trip is far shorter (measured in ``tests/benchmarks/RESULTS-choices.md``).
+    """
     idempotency_key_retention_seconds: PositiveInt = 24 * 3600
     """How long a create's ``Idempotency-Key`` is kept: a retry with it within that time answers
     the first result again; after it, the key is forgotten (and its row deleted)."""

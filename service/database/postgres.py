@@ -121,8 +121,9 @@ class PostgresDatabase(Database):
 def idle_connection(engine: AsyncEngine) -> PoolProxiedConnection | None:
     """A connection ``engine``'s pool holds idle, checked out without a greenlet; else None.
 
-    SQLAlchemy's async engine runs every checkout and check-in in a greenlet (a fifth of a read
-    by id's time in the worker), for the case where the pool must wait or connect. Taking a
+    SQLAlchemy's async engine runs every checkout and check-in in a greenlet, for the case where
+    the pool must wait or connect, which costs a read by id much of its time in the worker
+    (measured in ``tests/benchmarks/RESULTS-choices.md``). Taking a
     connection the pool holds idle awaits nothing, so it is done directly. When it would need
     more (the idle connection was dead, or is due for recycling), SQLAlchemy refuses with
     MissingGreenlet, having put the pool back as it was, and the caller takes the greenlet's way.

@@ -3,9 +3,10 @@
 Over 300 lines on purpose: the writer thread, its group transaction and its fault handling are
 one piece whose invariants (a write answered once, from the run that counts) span all of it.
 
-- Reads run inline on the loop (about 10 µs) on a connection that never waits for a lock
-  (``busy_timeout = 0``); a read that would wait moves to a thread that may, and so does a
-  statement marked ``slow`` (one that reads much of the table, like a count).
+- Reads run inline on the loop (each takes microseconds: ``tests/benchmarks/RESULTS-choices.md``) on
+  a connection that never waits for a lock (``busy_timeout = 0``); a read that would wait moves to a
+  thread that may, and so does a statement marked ``slow`` (one that reads much of the table, like a
+  count).
 - Writes go to one writer thread per worker (SQLite has one writer anyway), which waits for the
   write lock and the fsync of the commit off the loop, and commits the writes that queued up
   meanwhile together (group commit): one fsync for many acknowledged writes.

@@ -6,13 +6,14 @@ committed it: a 2xx always means the write is stored, and a write that fails is 
 (mapped to an error response), never a half-written row.
 
 Statements are written once, in SQLAlchemy Core, and compiled once for each (dialect, driver,
-parameter style) they meet. On the drivers the service ships with (sqlite3 and asyncpg) they run
-on the driver's own connection: SQLAlchemy's per-execution work costs several times a 10 µs
-query. That fast path keeps what makes SQLAlchemy safe: the column types' bind and result
-processors are applied (a DateTime or UUID is never written or read raw), cursors are closed, and
-as soon as the engine has ``before_cursor_execute``/``after_cursor_execute`` listeners (SQL
-logging, tracing) or echoes SQL, statements go through ``Connection.execute`` so those see every
-query. Other drivers always take that path.
+parameter style) they meet. On the drivers the service ships with (sqlite3 and asyncpg) they run on
+the driver's own connection: SQLAlchemy's per-execution work costs more than the query itself
+(measured in ``tests/benchmarks/RESULTS-choices.md``). That fast path keeps what makes SQLAlchemy
+safe: the column types' bind and result processors are applied (a DateTime or UUID is never written
+or read raw), cursors are closed, and as soon as the engine has
+``before_cursor_execute``/``after_cursor_execute`` listeners (SQL logging, tracing) or echoes SQL,
+statements go through ``Connection.execute`` so those see every query. Other drivers always take
+that path.
 
 Where each statement runs is each database's own module (``service.database.engines`` builds
 the engines and picks it): ``service.database.sqlite`` (reads inline, writes on a group-committing

@@ -71,7 +71,7 @@ class StrictRequest(Request[Any, Any, Any]):
 
     Its ``Content-Length`` and ``Content-Type`` are read from the scope's raw headers, the first
     of each as Litestar reads them: Litestar builds the whole header map for them, on every
-    write, which cost a create as much as decoding its body.
+    write, which costs about what decoding the body does (``tests/benchmarks/RESULTS-choices.md``).
     """
 
     __slots__ = ()

@@ -68,8 +68,8 @@ def header_value(scope: Scope) -> str | None:
     """The request's ``Idempotency-Key``, or None; :class:`MalformedIdempotencyKey` if repeated.
 
     Read from the ASGI scope's raw headers: a header parameter in the handler's signature makes
-    Litestar build the request's header map for every create, keyed or not, which cost a create
-    about 8% more.
+    Litestar build the request's header map and extract the parameter for every create, keyed or
+    not (what that costs: ``tests/benchmarks/RESULTS-choices.md``).
     """
     found = [value for name, value in scope["headers"] if name == _HEADER_NAME]
     if not found:

@@ -46,7 +46,8 @@ def strict_request_line(app: ASGIApp) -> ASGIApp:
     """App-level middleware: canonical path integers and single query values (the checks below).
 
     A middleware, not a guard: Litestar 2 copies the route handler for every guard call, on
-    every request (a quarter of a get-one's time; litestar#3900 removes the copy in v3 only).
+    every request (litestar#3900 removes the copy in v3 only); what that costs is in
+    ``tests/benchmarks/RESULTS-choices.md``.
     """
 
     async def checked(scope: Scope, receive: Receive, send: Send) -> None:

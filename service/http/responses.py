@@ -22,12 +22,12 @@ JSON = (b"content-type", b"application/json")
 class JsonResponse(Response[T]):
     """A ``Response`` of JSON content that skips the general path of Litestar's.
 
-    ``Response.to_asgi_response`` merges the layers' headers and cookies, looks up type encoders
-    and builds an ``ASGIResponse``, which copies every header into a container and encodes it
-    again: a fifth of a get-one's time. Here the content is encoded by msgspec (Structs, lists of
-    them, plain values) and the headers, lower-cased, become bytes once. Layered headers and
-    cookies that are sent, if a handler ever declares some, are kept; background tasks are not
-    supported. A 204 or 304 sends no body.
+    ``Response.to_asgi_response`` merges the layers' headers and cookies, looks up type encoders and
+    builds an ``ASGIResponse``, which copies every header into a container and encodes it again: a
+    good part of a get-one's time (``tests/benchmarks/RESULTS-choices.md``). Here the content is
+    encoded by msgspec (Structs, lists of them, plain values) and the headers, lower-cased, become
+    bytes once. Layered headers and cookies that are sent, if a handler ever declares some, are
+    kept; background tasks are not supported. A 204 or 304 sends no body.
 
     Handlers return it, and a controller names it as its ``response_class`` so that the data a
     handler returns bare goes the same way.

@@ -227,7 +227,8 @@ def choose_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
 _PROCESS_ID = secrets.token_hex(10)
 """20 random hex digits per process: with a counter, ids unique across workers and hosts.
 
-A ``uuid4`` per request read the system's random source every time (8% of a read's time)."""
+A ``uuid4`` per request read the system's random source every time (what it cost:
+``tests/benchmarks/RESULTS-choices.md``)."""
 _REQUESTS = itertools.count()
 
 
@@ -245,8 +246,8 @@ def logging_config(settings: Settings) -> LoggingConfig:
                 "formatter": "standard",
             },
             # Written on the spot, as uvicorn writes its own access log: handing each line to a
-            # queue listener's thread cost a fifth of the throughput of a read (CPU-bound, the
-            # GIL passed back and forth per line); a direct write costs a few microseconds.
+            # queue listener's thread costs about twice the direct write, the GIL passed back and
+            # forth per line (measured in tests/benchmarks/RESULTS-choices.md).
             "access": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
