@@ -1,5 +1,8 @@
 """The one table of database faults: what a driver's error means, and the service's error for it.
 
+Over 300 lines on purpose: the table is every SQLSTATE class, SQLite result code and driver error
+the service meets, one row each, so that none is answered by accident.
+
 Every place where SQL runs wraps it the same way, ``with database_errors():`` (as advanced-alchemy's
 ``wrap_sqlalchemy_exception()`` does): a driver's error becomes :class:`DatabaseUnavailable`,
 :class:`WriteRefused` or :class:`InvalidValue`, which ``service.http.errors`` answers 503, 409 and

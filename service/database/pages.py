@@ -1,5 +1,8 @@
 """A table's list, a page at a time: its sorts, the positions cursors name, its filters.
 
+Over 300 lines on purpose: the sort keys, the filters, the walk's segments and the folding rule
+they share are one piece, the statements of one list, read together.
+
 Any resource's list is a :class:`Listing` of its table: the fields a page shows, the keys it may
 be sorted on (``id`` always, and ties are broken by id), and the filters that narrow it. The
 statements are built once for each shape of request (which filters are given, the sort, the
