@@ -11,7 +11,10 @@ ALLOW_ANONYMOUS_WRITES=true. With TLS_CERT_FILE and TLS_KEY_FILE it serves HTTPS
 connection: REQUEST_HEAD_TIMEOUT, REQUEST_BODY_TIMEOUT, MAX_HEADER_SIZE, WORKER_CONNECTIONS.
 
 python -m service migrate brings the database at DATABASE_URL to the latest schema (what
-just migrate runs): on PostgreSQL, before the first start and after each upgrade.
+just migrate runs): on PostgreSQL, before the first start and after each upgrade. One migrator
+runs at a time: another started meanwhile waits, then finds nothing to do. In a rolling upgrade,
+run migrate --expand before the new release serves (it stops before the first contract
+migration) and migrate once the old release is gone (see docs/database.md).
 
 python -m service backup PATH copies the SQLite database at DATABASE_URL to PATH while the
 service keeps serving.
@@ -22,12 +25,13 @@ Settings come from the environment (DATABASE_URL, API_KEY, ...): see docs/config
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from service import serving
 from service.database.backup import BackupError, backup
-from service.database.engines import MigrationError, migrate
+from service.database.schema import MigrationError, migrate
 from service.ops.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from service.settings import Settings, SettingsError
 
@@ -51,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"python -m service backup: {exc}")
         return
     if args.command == "migrate":
+        show_migration_progress()
         try:
-            print(migrate(settings))
+            print("\n".join(migrate(settings, to=args.to, expand=args.expand)))
         except MigrationError as exc:
             sys.exit(f"python -m service migrate: {exc}")
         return
@@ -77,12 +82,39 @@ def parser() -> argparse.ArgumentParser:
         default=30,
         help="on SIGTERM, seconds to let requests in flight finish (30)",
     )
-    commands.add_parser("migrate", help="bring the database at DATABASE_URL to the latest schema")
+    migrate_command = commands.add_parser(
+        "migrate", help="bring the database at DATABASE_URL to the latest schema"
+    )
+    migrate_command.add_argument(
+        "--expand",
+        action="store_true",
+        help="stop before the first contract migration (before a rolling upgrade)",
+    )
+    migrate_command.add_argument(
+        "--to", default="heads", metavar="REVISION", help="stop at REVISION (the latest)"
+    )
     backup_command = commands.add_parser(
         "backup", help="copy the SQLite database to PATH, online (never overwrites)"
     )
     backup_command.add_argument("path", type=Path, help="where to write the copy; must not exist")
     return root
+
+
+def show_migration_progress() -> None:
+    """Print what the migrations do, as they do it: each migration, and their long steps."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    # Alembic's "Running upgrade 0001 -> 0002, ..." lines, not its words on its own setup.
+    handler.addFilter(
+        lambda record: (
+            not record.name.startswith("alembic") or (record.getMessage().startswith("Running "))
+        )
+    )
+    for name in ("service.migrations", "alembic.runtime.migration"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> None:

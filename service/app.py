@@ -16,7 +16,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins import PluginProtocol
 from litestar.types import ControllerRouterHandler, LifespanHook, Middleware
 
-from service.database.engines import DatabaseConfig, database_config, open_database, prepare_schema
+from service.database.engines import DatabaseConfig, database_config, open_database
+from service.database.schema import prepare_schema
 from service.database.statements import Database
 from service.heroes.controller import RESOURCE as HEROES
 from service.http import decoding, docs

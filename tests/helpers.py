@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import socket
 import sqlite3
+import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -93,6 +94,32 @@ def direct_engine(database_url: str) -> sa.Engine:
         return sa.create_engine(url)
     url = url.set(drivername="postgresql+psycopg")
     return sa.create_engine(url, connect_args={"prepare_threshold": None})
+
+
+def schema(database_url: str) -> list[str]:
+    """The database's schema, line by line: ``pg_dump --schema-only``, or SQLite's definitions."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(url.database or ":memory:") as connection:
+            rows = connection.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+            )
+            return [repr(row) for row in rows]
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    dumped = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", plain],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    # Comments carry the versions of server and pg_dump, SET lines the session's settings, and
+    # psql's \restrict a random key.
+    return [
+        line
+        for line in dumped.splitlines()
+        if line and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\"))
+    ]
 
 
 @contextmanager

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
     AlembicSyncConfig,
@@ -17,8 +16,6 @@ from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, g
 from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
     SESSION_TERMINUS_ASGI_EVENTS,
 )
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -191,72 +188,6 @@ def open_database(config: DatabaseConfig, settings: Settings) -> Database:
             return pooled.PooledPostgresDatabase(engine, pooled.statement_bound(settings))
         return PostgresDatabase(engine)
     return SqliteDatabase(engine, in_memory=engine.url.database in (None, "", ":memory:"))
-
-
-async def prepare_schema(config: DatabaseConfig) -> None:
-    """Make sure the schema is current before the first request.
-
-    SQLite databases are migrated in place, so the Quick start needs no migration step.
-    PostgreSQL is migrated by the operator (``just migrate``) before deploying: with several
-    workers or hosts racing to migrate at startup, only an explicit step is safe. An app
-    started on a PostgreSQL database that is not at the latest revision refuses to start.
-    """
-    engine = config.get_engine()
-    if not isinstance(engine, AsyncEngine):
-        _upgrade_sqlite(engine, config)
-        return
-    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    async with engine.connect() as connection:
-        current = await connection.run_sync(_current_revision)
-    if current != head:
-        raise RuntimeError(
-            f"The database schema is at revision {current or 'none'}, the service needs {head}: "
-            "run `python -m service migrate` (`just migrate`) first."
-        )
-
-
-class MigrationError(Exception):
-    """The database could not be migrated; the message says why, without secrets."""
-
-
-def migrate(settings: Settings) -> str:
-    """Bring the database at ``settings.database_url`` to the latest schema; report in one line.
-
-    What ``python -m service migrate`` and ``just migrate`` run, as ``litestar database upgrade``
-    does. On SQLite the write lock is taken first, as at startup, so that running services wait.
-    """
-    config = database_config(settings)
-    engine = config.get_engine()
-    try:
-        if isinstance(engine, AsyncEngine):
-            AlembicCommands(sqlalchemy_config=config).upgrade("head")  # disposes the engine too
-        else:
-            try:
-                _upgrade_sqlite(engine, config)
-            finally:
-                engine.dispose()
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
-        # The driver's first line only: a statement's text could carry more than it should.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise MigrationError(f"{type(exc).__name__}: {reason}") from None
-    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    shown = engine.url.render_as_string(hide_password=True)
-    return f"{shown}: at the latest schema, revision {head}"
-
-
-def _upgrade_sqlite(engine: Engine, config: DatabaseConfig) -> None:
-    # Workers starting together take the write lock first, so they migrate one at a time.
-    with engine.connect() as connection:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-        commands = AlembicCommands(sqlalchemy_config=config)
-        commands.config.attributes["connection"] = connection
-        commands.upgrade("head")
-        connection.commit()
-
-
-def _current_revision(connection: sa.Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": "alembic_version"})
-    return context.get_current_revision()
 
 
 def _begin_immediate(_session: Session, _transaction: Any, connection: sa.Connection) -> None:
