@@ -87,11 +87,16 @@ openapi:
 docs-assets +specs:
     python tools/docs_assets.py {{specs}}
 
-# Lint and type-check
+# Lint and type-check, and lint the migrations
 lint:
     ruff check .
     ruff format --check .
     mypy
+    python tools/lint_migrations.py
+
+# squawk over the SQL each migration runs on PostgreSQL (`alembic upgrade --sql`, offline)
+lint-migrations *args:
+    python tools/lint_migrations.py {{args}}
 
 # Format the code and apply safe lint fixes
 fmt:
