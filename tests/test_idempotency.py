@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.database.tables import IdempotencyKey
+from service.database.tables import ANY_CREDENTIAL, IdempotencyKey
 from service.settings import Settings
 from tests.helpers import (
     Client,
@@ -307,3 +308,90 @@ def test_keyed_creates_on_sqlite_in_memory_and_traced(
     assert again.json() == first.json()
     assert_error(other, 422, "Idempotency-Key")
     assert count == 1
+
+
+# Keys per credential: each API key has keys of its own (the key is stored with the digest of
+# the API key); without API keys every write is "anonymous".
+
+FIRST_API_KEY = "first-api-key-5b1f0e2d9c8a7b6e"
+SECOND_API_KEY = "second-api-key-0a9b8c7d6e5f4a3b"
+
+
+@pytest.fixture
+def two_keys_settings(database_url: str) -> Settings:
+    """Settings with two API keys, of two clients."""
+    return settings_for(database_url, api_key=f"{FIRST_API_KEY}, {SECOND_API_KEY}")
+
+
+@pytest.fixture
+def two_keys_client(two_keys_settings: Settings) -> Iterator[Client]:
+    with TestClient(create_app(two_keys_settings)) as client:
+        yield client
+
+
+def sent_with(api_key: str, key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}", "Idempotency-Key": key}
+
+
+def stored_rows(settings: Settings) -> list[dict[str, Any]]:
+    engine = direct_engine(settings.database_url)
+    with engine.connect() as connection:
+        found = [dict(row._mapping) for row in connection.execute(sa.select(keys))]
+    engine.dispose()
+    return found
+
+
+def test_a_credential_reusing_its_own_key_gets_the_first_answer_again(
+    two_keys_client: Client,
+) -> None:
+    key, body = a_key(), new_hero("Mine")
+
+    first = two_keys_client.post("/heroes", json=body, headers=sent_with(FIRST_API_KEY, key))
+    again = two_keys_client.post("/heroes", json=body, headers=sent_with(FIRST_API_KEY, key))
+
+    assert again.headers[REPLAYED] == "true"
+    assert again.json() == first.json()
+
+
+def test_a_key_another_credential_holds_never_answers_its_hero(two_keys_client: Client) -> None:
+    key, body = a_key(), new_hero("Theirs")
+    two_keys_client.post("/heroes", json=body, headers=sent_with(FIRST_API_KEY, key))
+
+    other = two_keys_client.post("/heroes", json=body, headers=sent_with(SECOND_API_KEY, key))
+
+    assert REPLAYED not in other.headers
+    assert_error(other, 422, "Idempotency-Key")
+
+
+def test_a_key_is_stored_with_the_digest_of_its_api_key_never_the_key(
+    two_keys_client: Client, two_keys_settings: Settings
+) -> None:
+    key = a_key()
+    two_keys_client.post("/heroes", json=new_hero(), headers=sent_with(FIRST_API_KEY, key))
+
+    [row] = stored_rows(two_keys_settings)
+
+    assert row["credential"] == hashlib.sha256(FIRST_API_KEY.encode()).hexdigest()
+    assert not any(FIRST_API_KEY in str(value) for value in row.values())
+
+
+def test_without_api_keys_the_credential_is_anonymous(client: Client, settings: Settings) -> None:
+    client.post("/heroes", json=new_hero(), headers=keyed(a_key()))
+
+    assert [row["credential"] for row in stored_rows(settings)] == ["anonymous"]
+
+
+def test_a_key_stored_before_keys_had_credentials_is_found_by_any(
+    two_keys_client: Client, two_keys_settings: Settings
+) -> None:
+    key, body = a_key(), new_hero("Older")
+    first = two_keys_client.post("/heroes", json=body, headers=sent_with(FIRST_API_KEY, key))
+    engine = direct_engine(two_keys_settings.database_url)
+    with engine.begin() as connection:  # as the release before migration 0004 stored keys
+        connection.execute(sa.update(keys).values(credential=ANY_CREDENTIAL))
+    engine.dispose()
+
+    again = two_keys_client.post("/heroes", json=body, headers=sent_with(SECOND_API_KEY, key))
+
+    assert again.headers[REPLAYED] == "true"
+    assert again.json() == first.json()

@@ -131,20 +131,41 @@ Index("ix_heroes_name_lower_id", func.lower(Hero.name), Hero.id)
 
 # Keys compare byte by byte on both databases: they are ASCII.
 Key = String(KEY_MAX_LENGTH).with_variant(String(KEY_MAX_LENGTH, collation="C"), "postgresql")
+CREDENTIAL_LENGTH = 64
+"""A credential is an API key's SHA-256 in hex, or ``anonymous`` (``service.http.security``)."""
+Credential = String(CREDENTIAL_LENGTH).with_variant(
+    String(CREDENTIAL_LENGTH, collation="C"), "postgresql"
+)
+ANY_CREDENTIAL = "*"
+"""The credential of the keys stored before keys had one (by the release before migration 0004,
+which does not name it): such a key is any credential's, as it was then."""
 
 
 class IdempotencyKey(Base):
     """A create's ``Idempotency-Key``, stored with the hero it created, in the same transaction.
 
-    ``request_hash`` is the SHA-256 of the request (the operation and its decoded body), so that
-    the same key sent with another body is told apart; with it, ``hero_id`` and ``created_at``
-    give the first answer again (the body of the create holds the rest). A key older than
+    ``credential`` says whose key it is: each credential has keys of its own. ``request_hash``
+    is the SHA-256 of the request (the operation and its decoded body), so that the same key
+    sent with another body is told apart; with it, ``hero_id`` and ``created_at`` give the first
+    answer again (the body of the create holds the rest). A key older than
     ``IDEMPOTENCY_KEY_RETENTION_SECONDS`` is forgotten: keyed creates delete such rows.
+
+    Until migration 0005 (the contract step) the key alone is the primary key, as the release
+    before 0004 needs it: a key is then unique across credentials.
     """
 
     __tablename__ = "idempotency_keys"
 
     key: Mapped[str] = mapped_column(Key, primary_key=True)
+    credential: Mapped[str] = mapped_column(Credential, server_default=ANY_CREDENTIAL)
     request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hero_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+Index(
+    "ix_idempotency_keys_credential_key",
+    IdempotencyKey.credential,
+    IdempotencyKey.key,
+    unique=True,
+)

@@ -25,6 +25,7 @@ from service.http.idempotency import request_key
 from service.http.parameters import MAX_PAGE, bounded
 from service.http.resources import Resource
 from service.http.responses import JsonResponse
+from service.http.security import credential
 
 ORDERS = Orders(LIST.keys)
 """The list's orders and cursors."""
@@ -76,7 +77,8 @@ class HeroController(Controller):
         if idempotency_key is None:
             (hero, version), replayed = await insert_hero(db, data)
         else:
-            key = request_key(idempotency_key, "createHero", msgspec.json.encode(data))
+            body = msgspec.json.encode(data)
+            key = request_key(idempotency_key, "createHero", body, credential(request.scope))
             retention = request.app.state[idempotency.KEY_RETENTION_STATE]
             (hero, version), replayed = await insert_hero(db, data, key, retention)
         headers = {"Location": f"/heroes/{hero.id}", "ETag": etags.etag(version)}

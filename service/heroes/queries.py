@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 
+from service.database.faults import WriteRefused
 from service.database.pages import (
     Listing,
     at_least,
@@ -26,7 +27,13 @@ from service.database.pages import (
 )
 from service.database.records import FIRST_VERSION, Records, Stored, now
 from service.database.statements import Database, InProgress, Run, Statement
-from service.database.tables import AGE_MAX, NAME_MAX_LENGTH, Hero, IdempotencyKey
+from service.database.tables import (
+    AGE_MAX,
+    ANY_CREDENTIAL,
+    NAME_MAX_LENGTH,
+    Hero,
+    IdempotencyKey,
+)
 from service.heroes.schemas import HeroCreate, HeroPublic
 from service.http.idempotency import KeyInProgress, KeyReused, RequestKey
 
@@ -98,19 +105,28 @@ class StoredKey(NamedTuple):
 KEY_TIME = keys.c.created_at.type
 FORGET_AT_ONCE = 2
 """Expired keys a keyed create deletes: more than it adds, so they never pile up."""
+MINE = keys.c.credential.in_([sa.bindparam("credential"), ANY_CREDENTIAL])
+"""The keys a credential may find: its own, and those stored before keys had a credential."""
 SELECT_KEY = Statement(
-    sa.select(keys.c.request_hash, keys.c.hero_id, keys.c.created_at).where(
+    sa.select(keys.c.request_hash, keys.c.hero_id, keys.c.created_at)
+    .where(
         keys.c.key == sa.bindparam("key"),
+        MINE,
         keys.c.created_at > sa.bindparam("cutoff", type_=KEY_TIME),
-    ),
+    )
+    .order_by(keys.c.credential == ANY_CREDENTIAL)
+    .limit(1),
     row=StoredKey,
 )
+EXPIRED = keys.c.created_at <= sa.bindparam("cutoff", type_=KEY_TIME)
 FORGET_KEYS = Statement(
     sa.delete(keys).where(
-        (keys.c.key == sa.bindparam("key"))
-        | keys.c.key.in_(
-            sa.select(keys.c.key)
-            .where(keys.c.created_at <= sa.bindparam("cutoff", type_=KEY_TIME))
+        # This key's expired rows, whoever's: until migration 0005 a key is unique across
+        # credentials, and an expired row would refuse this credential's.
+        (keys.c.key == sa.bindparam("key")) & EXPIRED
+        | sa.tuple_(keys.c.credential, keys.c.key).in_(
+            sa.select(keys.c.credential, keys.c.key)
+            .where(EXPIRED)
             .order_by(keys.c.created_at)
             .limit(FORGET_AT_ONCE)
         )
@@ -118,6 +134,7 @@ FORGET_KEYS = Statement(
 )
 INSERT_KEY = Statement(
     sa.insert(keys).values(
+        credential=sa.bindparam("credential"),
         key=sa.bindparam("key"),
         request_hash=sa.bindparam("request_hash"),
         hero_id=sa.bindparam("hero_id"),
@@ -148,24 +165,27 @@ def keyed_create(
 
 CREATE_ONCE = Statement(
     # PostgreSQL only, and clearer as SQL. The key's row is inserted first, under an id taken
-    # from the heroes' sequence, and the hero only if the key's row was: the key's unique index
-    # decides, even for a key committed by another create after this statement's snapshot. An
-    # expired key's row is taken over. The advisory lock (held to the end of the statement's
-    # transaction) tells a create still running with the same key ("busy"), without waiting.
+    # from the heroes' sequence, and the hero only if the key's row was: the unique index on
+    # (credential, key) decides, even for a key committed by another create after this
+    # statement's snapshot. An expired key's row is taken over. The advisory lock (held to the
+    # end of the statement's transaction) tells a create still running with the same key
+    # ("busy"), without waiting; it is taken on the key alone, as the release before migration
+    # 0004 takes it, so that the two agree while both serve.
     sa.text(
         """
         WITH lock AS (
             SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0)) AS free
         ), found AS (
             SELECT request_hash, hero_id, created_at FROM idempotency_keys
-            WHERE key = :key AND created_at > :cutoff
+            WHERE key = :key AND credential IN (:credential, '*') AND created_at > :cutoff
+            ORDER BY credential = '*' LIMIT 1
         ), new_id AS (
             SELECT nextval(pg_get_serial_sequence('heroes', 'id')) AS id FROM lock
             WHERE free AND NOT EXISTS (SELECT FROM found)
         ), new_key AS (
-            INSERT INTO idempotency_keys (key, request_hash, hero_id, created_at)
-            SELECT :key, :request_hash, id, :now FROM new_id
-            ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash,
+            INSERT INTO idempotency_keys (credential, key, request_hash, hero_id, created_at)
+            SELECT :credential, :key, :request_hash, id, :now FROM new_id
+            ON CONFLICT (credential, key) DO UPDATE SET request_hash = excluded.request_hash,
                 hero_id = excluded.hero_id, created_at = excluded.created_at
             WHERE idempotency_keys.created_at <= :cutoff
             RETURNING hero_id
@@ -174,8 +194,9 @@ CREATE_ONCE = Statement(
             SELECT hero_id, :name, :age, :secret_name, :now, :now FROM new_key
             RETURNING id, name, age, created_at, updated_at, version
         ), forgotten AS (
-            DELETE FROM idempotency_keys WHERE key IN (
-                SELECT key FROM idempotency_keys WHERE created_at <= :cutoff AND key <> :key
+            DELETE FROM idempotency_keys WHERE (credential, key) IN (
+                SELECT credential, key FROM idempotency_keys
+                WHERE created_at <= :cutoff AND NOT (credential = :credential AND key = :key)
                 ORDER BY created_at LIMIT :forget FOR UPDATE SKIP LOCKED
             )
         )
@@ -192,6 +213,7 @@ CREATE_ONCE = Statement(
     )
     .bindparams(
         sa.bindparam("key", type_=keys.c.key.type),
+        sa.bindparam("credential", type_=keys.c.credential.type),
         sa.bindparam("request_hash", type_=keys.c.request_hash.type),
         sa.bindparam("now", type_=KEY_TIME),
         sa.bindparam("cutoff", type_=KEY_TIME),
@@ -215,9 +237,9 @@ async def insert_hero(
 ) -> Created:
     """Store a new hero and return it with its id.
 
-    With a ``key``: at most once. If the key was stored within ``retention`` with the same
-    request, nothing is stored and the first answer is returned again (``replayed``); with
-    another request, :class:`KeyReused`; if a create with it is still running,
+    With a ``key``: at most once. If the key's credential stored it within ``retention`` with
+    the same request, nothing is stored and the first answer is returned again (``replayed``);
+    with another request, :class:`KeyReused`; if a create with it is still running,
     :class:`KeyInProgress`. The key is stored with the hero, in the same transaction.
     """
     at = now()
@@ -230,11 +252,19 @@ async def insert_hero(
     if key is None:
         (created,) = await db.fetch_all(INSERT_HERO, **params)
         return Created(created, replayed=False)
-    params |= {"key": key.key, "request_hash": key.request_hash, "cutoff": at - retention}
+    params |= {
+        "key": key.key,
+        "credential": key.credential,
+        "request_hash": key.request_hash,
+        "cutoff": at - retention,
+    }
     try:
         found = await _create_once(db, params)
     except InProgress:
         raise KeyInProgress from None
+    except WriteRefused:
+        # Until migration 0005 the key alone is unique: another credential holds this one.
+        raise KeyReused from None
     if isinstance(found, Stored):
         return Created(found, replayed=False)
     if found.request_hash != key.request_hash:

@@ -2,8 +2,11 @@
 
 As the IETF HTTPAPI draft "The Idempotency-Key HTTP Header Field" has it (and Stripe's API
 before it): a client that retries a POST with the same key gets the first result again, and the
-write is done at most once. Pure functions and the errors of the protocol; storing the keys is
-each resource's (with what it wrote, in the same transaction).
+write is done at most once. Keys are scoped per client, as the draft says: each credential (the
+digest of the API key the write came with, or ``anonymous`` without API keys; see
+``service.http.security``) has keys of its own, so that a client never gets another's answer.
+Pure functions and the errors of the protocol; storing the keys is each resource's (with what
+it wrote, in the same transaction).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from service.database.tables import KEY_MAX_LENGTH
+from service.http.security import ANONYMOUS
 
 if TYPE_CHECKING:
     from litestar.types import Scope
@@ -56,12 +60,15 @@ class KeyInProgress(Exception):
 
 
 class RequestKey(NamedTuple):
-    """An idempotency key, and the fingerprint of the request that came with it."""
+    """An idempotency key, whose it is, and the fingerprint of the request that came with it."""
 
     key: str
     request_hash: bytes
     """SHA-256 of the operation and its decoded request: the same key with another request
     is told apart by it."""
+    credential: str = ANONYMOUS
+    """Who sent it (``security.credential``): the same key from another credential is
+    another key."""
 
 
 def header_value(scope: Scope) -> str | None:
@@ -91,8 +98,10 @@ def keyed(scope: Scope) -> bool:
     return any(name == _HEADER_NAME for name, _ in scope["headers"])
 
 
-def request_key(header: str, operation: str, request: bytes) -> RequestKey:
-    """The key ``header`` holds (unquoted) and the fingerprint of ``operation``'s ``request``.
+def request_key(
+    header: str, operation: str, request: bytes, credential: str = ANONYMOUS
+) -> RequestKey:
+    """The key ``header`` holds (unquoted), with ``operation``'s fingerprint and its credential.
 
     ``request`` is the request as decoded and encoded again (canonical: fields the API ignores
     are gone, ``age`` absent or null are alike). Raises :class:`MalformedIdempotencyKey`.
@@ -101,4 +110,4 @@ def request_key(header: str, operation: str, request: bytes) -> RequestKey:
         raise MalformedIdempotencyKey
     key = _ESCAPE.sub(r"\1", header[1:-1]) if header.startswith('"') else header
     digest = hashlib.sha256(operation.encode() + b"\n" + request).digest()
-    return RequestKey(key, digest)
+    return RequestKey(key, digest, credential)
