@@ -353,14 +353,33 @@ def test_a_credential_reusing_its_own_key_gets_the_first_answer_again(
     assert again.json() == first.json()
 
 
-def test_a_key_another_credential_holds_never_answers_its_hero(two_keys_client: Client) -> None:
+def test_another_credential_reusing_a_key_creates_its_own_hero(two_keys_client: Client) -> None:
     key, body = a_key(), new_hero("Theirs")
-    two_keys_client.post("/heroes", json=body, headers=sent_with(FIRST_API_KEY, key))
+    first = two_keys_client.post("/heroes", json=body, headers=sent_with(FIRST_API_KEY, key))
 
     other = two_keys_client.post("/heroes", json=body, headers=sent_with(SECOND_API_KEY, key))
+    again = two_keys_client.post("/heroes", json=body, headers=sent_with(SECOND_API_KEY, key))
 
+    assert other.status_code == 201, other.text
     assert REPLAYED not in other.headers
-    assert_error(other, 422, "Idempotency-Key")
+    assert other.json()["id"] != first.json()["id"]
+    assert again.headers[REPLAYED] == "true"
+    assert again.json() == other.json()
+    assert hero_count(two_keys_client) == 2
+
+
+def test_another_credential_reusing_a_key_with_another_body_creates_its_own_hero(
+    two_keys_client: Client,
+) -> None:
+    key = a_key()
+    two_keys_client.post("/heroes", json=new_hero("One"), headers=sent_with(FIRST_API_KEY, key))
+
+    other = two_keys_client.post(
+        "/heroes", json=new_hero("Two"), headers=sent_with(SECOND_API_KEY, key)
+    )
+
+    assert other.status_code == 201, other.text
+    assert other.json()["name"] == "Two"
 
 
 def test_a_key_is_stored_with_the_digest_of_its_api_key_never_the_key(

@@ -19,13 +19,15 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from advanced_alchemy.alembic.commands import AlembicCommands
+from litestar.testing import TestClient
 
+from service.app import create_app
 from service.database.engines import database_config
 from service.database.migrations import migrator
 from service.database.schema import current_revision
 from service.settings import Settings
 from tests.conftest import POSTGRES_SERVER
-from tests.helpers import direct_engine, schema
+from tests.helpers import direct_engine, new_hero, schema
 from tests.migration_history import Migration, first_versions_script, migrations
 
 MIGRATIONS = migrations()
@@ -237,6 +239,48 @@ def held_migrators_lock(url: str) -> Iterator[Callable[[], None]]:
     finally:
         release.set()
         holder.join(30)
+
+
+FIRST_CONTRACT = next(m for m in MIGRATIONS if m.phase == "contract")
+
+
+def test_migrate_expand_stops_before_the_first_contract_migration(
+    new_database: NewDatabase,
+) -> None:
+    url = new_database()
+
+    expanded = migrate_command(url, "--expand")
+    code, out, err = expanded.wait(timeout=300), *expanded.communicate()
+
+    assert code == 0, err
+    assert revision_of(url) == FIRST_CONTRACT.down_revision
+    assert f"still to run: {FIRST_CONTRACT.revision} (contract)" in out
+
+
+def test_the_app_serves_while_only_contract_migrations_are_left(empty_postgres_url: str) -> None:
+    alembic(empty_postgres_url).upgrade(FIRST_CONTRACT.down_revision or "base")
+
+    body, headers = new_hero(), {"Idempotency-Key": "k"}
+    with TestClient(create_app(Settings(database_url=empty_postgres_url))) as client:
+        created = client.post("/heroes", json=body, headers=headers)
+        again = client.post("/heroes", json=body, headers=headers)
+
+    assert created.status_code == 201, created.text
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_the_app_serves_on_a_schema_a_later_release_migrated(new_database: NewDatabase) -> None:
+    url = new_database()
+    alembic(url).upgrade("head")
+    engine = direct_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'a-later-one'")
+    engine.dispose()
+
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        assert client.post("/heroes", json=new_hero()).status_code == 201
+
+    assert revision_of(url) == "a-later-one"
 
 
 @pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda m: m.revision)

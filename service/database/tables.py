@@ -150,22 +150,15 @@ class IdempotencyKey(Base):
     answer again (the body of the create holds the rest). A key older than
     ``IDEMPOTENCY_KEY_RETENTION_SECONDS`` is forgotten: keyed creates delete such rows.
 
-    Until migration 0005 (the contract step) the key alone is the primary key, as the release
-    before 0004 needs it: a key is then unique across credentials.
+    Before migration 0005 (the contract step) has run, the key alone is the primary key, as the
+    release before 0004 needs it, and a key is unique across credentials; the queries work on
+    either schema (see ``service.heroes.queries``).
     """
 
     __tablename__ = "idempotency_keys"
 
+    credential: Mapped[str] = mapped_column(Credential, primary_key=True)
     key: Mapped[str] = mapped_column(Key, primary_key=True)
-    credential: Mapped[str] = mapped_column(Credential, server_default=ANY_CREDENTIAL)
     request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hero_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-
-
-Index(
-    "ix_idempotency_keys_credential_key",
-    IdempotencyKey.credential,
-    IdempotencyKey.key,
-    unique=True,
-)

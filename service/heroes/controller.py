@@ -70,7 +70,8 @@ class HeroController(Controller):
 
         Send an ``Idempotency-Key`` (a UUID, new for each hero) to make the create safe to
         retry: the same key with the same body, within 24 hours by default, creates nothing
-        and answers the first result again, with ``Idempotent-Replayed: true``.
+        and answers the first result again, with ``Idempotent-Replayed: true``. Each API key
+        has keys of its own.
         """
         # Documented by openapi.HEADERS_READ_RAW (see idempotency.header_value).
         idempotency_key = idempotency.header_value(request.scope)
