@@ -18,6 +18,7 @@ Used by tests/test_upgrades.py and ``python -m tests.benchmarks.migration --rele
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import io
 import json
@@ -199,11 +200,13 @@ def api_checks(built: Release, base_url: str) -> subprocess.CompletedProcess[str
     """
     client = CACHE / built.commit / "client"
     if not (client / "hero_service_client").is_dir():
-        document = CACHE / built.commit / "openapi.json"
+        client.mkdir(exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=client))
+        document = scratch / "openapi.json"
         document.write_text(httpx.get(f"{base_url}/schema/openapi.json", timeout=30).text)
         generate = [str(built.python), "-m", "openapi_python_client", "generate", "--meta", "none"]
         generated = subprocess.run(
-            [*generate, "--path", str(document), "--output-path", str(client / "partial")],
+            [*generate, "--path", str(document), "--output-path", str(scratch / "package")],
             env={**os.environ, "PATH": f"{built.python.parent}{os.pathsep}{os.environ['PATH']}"},
             capture_output=True,
             text=True,
@@ -212,7 +215,8 @@ def api_checks(built: Release, base_url: str) -> subprocess.CompletedProcess[str
         )
         if generated.returncode != 0:
             return generated
-        (client / "partial").rename(client / "hero_service_client")
+        with contextlib.suppress(OSError):  # another process generated it meanwhile
+            (scratch / "package").rename(client / "hero_service_client")
     return subprocess.run(
         [str(built.python), "-m", "tests.sdk_scenario", base_url],
         cwd=built.tree,
@@ -352,8 +356,10 @@ class Load:
 
 
 class UpgradeReport(NamedTuple):
-    """What the release's clients saw while today's migrate ran, and what its checks said."""
+    """What the release's clients saw while migrate ran, and what its checks said."""
 
+    migrator: str
+    """Whose ``migrate`` ran: ``today`` or a release's short commit."""
     release: str
     start: str
     target: str
@@ -383,11 +389,18 @@ class UpgradeReport(NamedTuple):
         )
 
 
-def migrate(database_url: str, target: str) -> subprocess.CompletedProcess[str]:
-    """Today's ``python -m service migrate --to target``."""
+def migrate(
+    database_url: str, target: str, migrator: Release | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Today's ``python -m service migrate --to target``, or the ``migrator`` release's own
+    ``migrate`` (which, in releases before ``--to``, goes to its head)."""
+    if migrator is None:
+        command = [sys.executable, "-m", "service", "migrate", "--to", target]
+    else:
+        command = [str(migrator.python), "-m", "service", "migrate"]
     return subprocess.run(
-        [sys.executable, "-m", "service", "migrate", "--to", target],
-        cwd=REPO,
+        command,
+        cwd=REPO if migrator is None else migrator.tree,
         env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,
         text=True,
@@ -397,10 +410,17 @@ def migrate(database_url: str, target: str) -> subprocess.CompletedProcess[str]:
 
 
 def upgrade_under_load(
-    built: Release, database_url: str, *, start: str, target: str, heroes: int
+    built: Release,
+    database_url: str,
+    *,
+    start: str,
+    target: str,
+    heroes: int,
+    migrator: Release | None = None,
 ) -> UpgradeReport:
     """Serve ``built`` on a database at ``start`` holding ``heroes`` heroes, under load, while
-    today's migrate brings it to ``target``; then run the release's API checks on it."""
+    today's migrate (or ``migrator``'s, to compare) brings it to ``target``; then run the
+    release's API checks on it."""
     prepared = migrate(database_url, start)
     if prepared.returncode != 0:
         raise RuntimeError(f"migrate --to {start}: {prepared.stdout}{prepared.stderr}")
@@ -409,7 +429,7 @@ def upgrade_under_load(
         load = Load(server.url, known=heroes)
         load.start()
         began = time.monotonic()
-        migrated = migrate(database_url, target)
+        migrated = migrate(database_url, target, migrator)
         ended = time.monotonic()
         load.wait_for(50)
         load.stop()
@@ -418,6 +438,7 @@ def upgrade_under_load(
     if migrated.returncode != 0:
         raise RuntimeError(f"migrate --to {target}: {migrated.stdout}{migrated.stderr}")
     return UpgradeReport(
+        migrator="today" if migrator is None else migrator.name,
         release=built.name,
         start=start,
         target=target,

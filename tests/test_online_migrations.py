@@ -8,6 +8,7 @@ migration reworked later is held to the schema it first made, on SQLite and Post
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from litestar.testing import TestClient
 
 from service.app import create_app
 from service.database.engines import database_config
-from service.database.migrations import migrator
+from service.database.migrations import migrator, online
 from service.database.schema import current_revision
 from service.settings import Settings
 from tests.conftest import POSTGRES_SERVER
@@ -132,6 +133,32 @@ def test_downgrade_from_the_head_to_each_revision_and_back(
     assert revision_of(url) == HEAD
     if url.startswith("postgresql"):  # SQLite's table copies write their definitions anew
         assert schema(url) == schema(fresh)
+
+
+def test_sqlite_gives_every_stored_hero_its_timestamps_in_batches(tmp_path: Path) -> None:
+    url, fresh = f"sqlite:///{tmp_path / 'old.db'}", f"sqlite:///{tmp_path / 'new.db'}"
+    alembic(url).upgrade(MIGRATIONS[0].revision)
+    heroes = 2 * online.BATCH_ROWS + 1
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        connection.executemany(
+            "INSERT INTO heroes (name, age, secret_name) VALUES (?, ?, ?)",
+            ((f"Hero {n}", n % 100, f"secret {n}") for n in range(heroes)),
+        )
+
+    migrating = migrate_command(url)
+    code, out, err = migrating.wait(timeout=300), *migrating.communicate()
+    alembic(fresh).upgrade("head")
+
+    assert code == 0, err
+    assert "storing the timestamps, batch 3 of 3" in out
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        stamps = connection.execute(
+            "SELECT count(*), count(DISTINCT created_at), min(created_at = updated_at) FROM heroes"
+        ).fetchone()
+        checked = connection.execute("PRAGMA integrity_check").fetchall()
+    assert stamps == (heroes, 1, 1)
+    assert checked == [("ok",)]
+    assert schema(url) == schema(fresh)
 
 
 def migrate_command(url: str, *args: str) -> subprocess.Popen[str]:

@@ -161,10 +161,14 @@ def _expand_target(current: str | None) -> str:
 
 
 def _read_revision(config: DatabaseConfig) -> str | None:
+    """The database's revision, on a connection closed afterwards with its engine."""
     engine = config.get_engine()
     if not isinstance(engine, AsyncEngine):
-        with engine.connect() as connection:
-            return current_revision(connection)
+        try:
+            with engine.connect() as connection:
+                return current_revision(connection)
+        finally:
+            engine.dispose()
 
     async def read() -> str | None:
         try:

@@ -85,7 +85,7 @@ def steps() -> Iterator[None]:
             yield
         return
     # The migration's transaction is a BEGIN IMMEDIATE (see migrator.begin_immediate): ended
-    # here and started again after the steps, under Alembic's notice.
+    # here and started again after the steps, behind Alembic's back (it commits at the end).
     bind = op.get_bind()
     bind.exec_driver_sql("COMMIT")
     try:
