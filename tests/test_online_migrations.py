@@ -268,6 +268,24 @@ def held_migrators_lock(url: str) -> Iterator[Callable[[], None]]:
         holder.join(30)
 
 
+def test_migrate_refuses_to_run_through_a_transaction_pooler() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        env={
+            **os.environ,
+            "DATABASE_URL": "postgresql://hero@127.0.0.1:1/heroes",
+            "DB_POOLER": "transaction",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    assert "point DATABASE_URL straight at PostgreSQL" in refused.stderr
+
+
 FIRST_CONTRACT = next(m for m in MIGRATIONS if m.phase == "contract")
 
 
