@@ -18,9 +18,9 @@ serve-prod workers="2" host="0.0.0.0" port="8000":
 migrate:
     python -m service migrate
 
-# Run the test suite (PostgreSQL tests run when the server on 127.0.0.1:5432 answers)
+# Run the test suite: on every core, then the tests marked alone one at a time (PostgreSQL tests run when the server on 127.0.0.1:5432 answers)
 test *args:
-    python -m pytest {{args}}
+    python tools/run_tests.py {{args}}
 
 # Copy the SQLite database at DATABASE_URL to PATH while the service runs (never overwrites)
 backup path:
@@ -28,7 +28,7 @@ backup path:
 
 # The tests but for live servers, fuzzing, SDKs and browsers: a quick check while coding
 test-fast *args:
-    python -m pytest -m "not live and not fuzz and not sdk and not browser and not container" {{args}}
+    python tools/run_tests.py -m "not live and not fuzz and not sdk and not browser and not container" {{args}}
 
 # Fuzz the API with Schemathesis on a random seed, or replay one: `just fuzz 1234`
 [positional-arguments]
