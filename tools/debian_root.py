@@ -41,6 +41,7 @@ PACKAGES = {
         "libpq-dev",
         "pgbouncer",
         "ca-certificates",
+        *("redis-server", "haproxy"),
     ),
     "sid": (
         "python3.14",
@@ -52,10 +53,12 @@ PACKAGES = {
         "gcc",
         "libpq-dev",
         "ca-certificates",
+        *("pgbouncer", "redis-server", "haproxy"),
     ),
 }
 """What each suite's root holds: the Pythons with venv and headers (some dependencies build from
-source there), a compiler and libpq for them, and PgBouncer 1.24 in trixie."""
+source there), a compiler and libpq for them, PgBouncer (1.24 in trixie), and the servers the
+test suite starts itself (Redis, HAProxy), so that the suite runs whole inside either root."""
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CA_BUNDLE = "/etc/ssl/certs/host-ca-bundle.crt"
 """Where the host's CA bundle is copied inside the root."""
