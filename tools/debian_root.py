@@ -159,12 +159,15 @@ def main() -> None:
     runner.add_argument("suite", choices=sorted(PACKAGES))
     runner.add_argument("--bind", action="append", type=Path, default=[])
     runner.add_argument("--env", action="append", default=[])
-    runner.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    # What follows "--" is the command, so that the options may come after the suite too.
+    given = sys.argv[1:]
+    split = given.index("--") if "--" in given else len(given)
+    runner.add_argument("command", nargs="*" if split < len(given) else argparse.REMAINDER)
+    args = parser.parse_args(given[:split])
     if args.verb == "path":
         print(make(args.suite))
         return
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.command + given[split + 1 :]
     if not command:
         parser.error("run: give the command after --")
     sys.exit(run(args.suite, command, args.bind or [Path.cwd()], args.env))
