@@ -45,6 +45,18 @@ SHARED_SCOPES = ("module", "class", "package")
 """Fixture scopes set up once for the tests that share them: such tests run on one xdist worker."""
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``TEST_WARNINGS_AS_ERRORS=true``, every warning is an error but the named exceptions.
+
+    The exceptions are pyproject.toml's ``filterwarnings``, each with the reason beside it; they
+    are added again after ``error``, since the last filter that matches a warning decides.
+    """
+    if os.environ.get("TEST_WARNINGS_AS_ERRORS", "").lower() == "true":
+        named = list(config.getini("filterwarnings"))
+        for line in ["error", *named]:
+            config.addinivalue_line("filterwarnings", line)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """``--alone``: what to do with the tests marked ``alone`` (see ``tools/run_tests.py``)."""
     parser.addoption(
@@ -70,6 +82,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         left_out = [
             item for item in items if (item.get_closest_marker("alone") is not None) != wanted
         ]
+        if alone == "exclude" and (counts_file := os.environ.get("TEST_COUNTS_FILE")):
+            # For tools/run_tests.py, which skips its second phase when there is nothing to run.
+            Path(f"{counts_file}.alone").write_text(str(len(left_out)), encoding="utf-8")
         if left_out:
             config.hook.pytest_deselected(items=left_out)
             items[:] = [

@@ -25,7 +25,9 @@ says so and exits with status 3. 3.11 is the machine's ``python3``.
 
 ``newest`` installs the project with ``--upgrade`` and without constraints.txt into a fresh
 environment, prints every package whose version differs from constraints.txt, and runs the
-whole suite there (``just lock`` then moves constraints.txt forward).
+whole suite there (``just lock`` then moves constraints.txt forward), with every warning an
+error but the exceptions named and explained in pyproject.toml's ``filterwarnings``: the CI
+pass where a new deprecation fails first.
 
 Arguments after the version go to the suite (``-k heroes``), after the second command; CI
 gives none. Each run ends with one line: the Python, where it came from, and the suite's
@@ -303,8 +305,13 @@ def newest(pytest_args: list[str]) -> int:
         environment = without_active_venv(os.environ)
         environment["PATH"] = f"{venv / 'bin'}{os.pathsep}{environment.get('PATH', '')}"
         environment["TEST_SUMMARY_FILE"] = str(work / "summary.jsonl")
+        environment["TEST_WARNINGS_AS_ERRORS"] = "true"  # see tests/conftest.py
         status = subprocess.run(  # noqa: S603
-            [str(python), str(ROOT / "tools" / "run_tests.py"), *pytest_args],
+            [
+                str(python),
+                str(ROOT / "tools" / "run_tests.py"),
+                *pytest_args,
+            ],
             cwd=ROOT,
             env=environment,
             check=False,
