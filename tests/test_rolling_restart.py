@@ -227,6 +227,7 @@ def instances(pgbouncer_database: str, haproxy_installed: None) -> Iterator[list
             server.stop()
 
 
+@pytest.mark.alone  # 16 clients and four workers restarting, timed by HAProxy's health checks
 def test_rolling_restart_behind_a_balancer_fails_no_request_and_loses_no_write(
     pgbouncer_database: str, instances: list[Server]
 ) -> None:
