@@ -43,7 +43,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.supervisors import multiprocess
 
-from service.database.statements import DRIVER_ERRORS, SQLITE_RESULT_CODES, Statement
+from service.database.faults import DRIVER_ERRORS, SQLITE_RESULT_CODES
+from service.database.statements import Statement
 from service.database.tables import Hero
 from tests.conftest import PLUGIN_KEY_REGISTRIES
 
@@ -252,7 +253,7 @@ def test_opentelemetry_engine_tracer_listens_to_the_engine_it_is_given() -> None
         engine.dispose()
 
 
-# The drivers: service/database/statements.py names their errors by module and class.
+# The drivers: service/database/faults.py names their errors by module and class.
 
 
 @pytest.mark.parametrize("path", sorted(DRIVER_ERRORS))
