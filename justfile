@@ -18,9 +18,17 @@ serve-prod workers="2" host="0.0.0.0" port="8000":
 migrate:
     python -m service migrate
 
-# Run the test suite (PostgreSQL tests run when the server on 127.0.0.1:5432 answers)
+# Run the test suite: on every core, then the tests marked alone one at a time (PostgreSQL tests run when the server on 127.0.0.1:5432 answers)
 test *args:
-    python -m pytest {{args}}
+    python tools/run_tests.py {{args}}
+
+# The Quick start and the suite on Python VERSION (3.11-3.15), in a fresh copy; 3.13-3.15 from Debian roots (see tools/pythons.py)
+test-python version *args:
+    python3 tools/pythons.py test {{version}} {{args}}
+
+# The suite on the newest releases of every dependency; prints how they differ from constraints.txt
+test-newest *args:
+    python3 tools/pythons.py newest {{args}}
 
 # Copy the SQLite database at DATABASE_URL to PATH while the service runs (never overwrites)
 backup path:
@@ -28,7 +36,7 @@ backup path:
 
 # The tests but for live servers, fuzzing, SDKs and browsers: a quick check while coding
 test-fast *args:
-    python -m pytest -m "not live and not fuzz and not sdk and not browser and not container" {{args}}
+    python tools/run_tests.py -m "not live and not fuzz and not sdk and not browser and not container" {{args}}
 
 # Fuzz the API with Schemathesis on a random seed, or replay one: `just fuzz 1234`
 [positional-arguments]
@@ -47,7 +55,7 @@ fuzz seed="" examples="300" *pytest_args:
 image *build_flags:
     python tools/image.py build {{build_flags}}
 
-# Build the image on a Debian 12 base made by debootstrap (cached) and test it with podman (installs them if missing)
+# Build the image on a Debian 13 base made by debootstrap (cached) and test it with podman (installs them if missing)
 image-test *pytest_args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -59,8 +67,8 @@ image-test *pytest_args:
     # host's network, explicit limits (the implicit ones cannot be set there).
     export CONTAINER_ENGINE="podman --runtime runc --cgroup-manager cgroupfs"
     flags=(--network host --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
-    base=localhost/hero-debian-python:bookworm
-    python tools/image.py debian-base "$base"
+    base=localhost/hero-debian-python:trixie
+    python tools/image.py debian-base "$base" trixie
     BASE_IMAGE="$base" python tools/image.py build "${flags[@]}"
     # Every build leaves the images it replaced untagged: keep a day's, for the layer cache.
     $CONTAINER_ENGINE image prune --force --filter until=24h \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -36,6 +37,78 @@ POSTGRES_SERVER = os.environ.get(
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REDIS_SERVER = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 """The Redis server the rate limit tests count in, under a key prefix of their own."""
+
+
+ALONE_CHOICES = ("include", "exclude", "only")
+COUNTED_OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+SHARED_SCOPES = ("module", "class", "package")
+"""Fixture scopes set up once for the tests that share them: such tests run on one xdist worker."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``TEST_WARNINGS_AS_ERRORS=true``, every warning is an error but the named exceptions.
+
+    The exceptions are pyproject.toml's ``filterwarnings``, each with the reason beside it; they
+    are added again after ``error``, since the last filter that matches a warning decides.
+    """
+    if os.environ.get("TEST_WARNINGS_AS_ERRORS", "").lower() == "true":
+        named = list(config.getini("filterwarnings"))
+        for line in ["error", *named]:
+            config.addinivalue_line("filterwarnings", line)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--alone``: what to do with the tests marked ``alone`` (see ``tools/run_tests.py``)."""
+    parser.addoption(
+        "--alone",
+        choices=ALONE_CHOICES,
+        default="include",
+        help="tests marked alone: run them with the others (include, the default), leave them "
+        "out (exclude: the parallel phase of `just test`) or run only them (only)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep or leave out the ``alone`` tests; keep tests that share a fixture on one worker.
+
+    Under pytest-xdist (``--dist loadgroup``) a module-scoped fixture (a server for a module's
+    tests) would be set up again on every worker that runs one of its tests: the tests that use
+    one are put in the module's group, which one worker runs.
+    """
+    alone = config.getoption("alone")
+    if alone != "include":
+        wanted = alone == "only"
+        left_out = [
+            item for item in items if (item.get_closest_marker("alone") is not None) != wanted
+        ]
+        if alone == "exclude" and (counts_file := os.environ.get("TEST_COUNTS_FILE")):
+            # For tools/run_tests.py, which skips its second phase when there is nothing to run.
+            Path(f"{counts_file}.alone").write_text(str(len(left_out)), encoding="utf-8")
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [
+                item for item in items if (item.get_closest_marker("alone") is not None) == wanted
+            ]
+    for item in items:
+        definitions = getattr(item, "_fixtureinfo", None)
+        shared = definitions is not None and any(
+            definition.scope in SHARED_SCOPES
+            for defs in definitions.name2fixturedefs.values()
+            for definition in defs
+        )
+        if shared and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Write the run's counts to ``TEST_COUNTS_FILE``, if set, for ``tools/run_tests.py``."""
+    counts_file = os.environ.get("TEST_COUNTS_FILE")
+    if counts_file and not hasattr(config, "workerinput"):  # xdist's workers report to us
+        counts = {name: len(terminalreporter.stats.get(name, [])) for name in COUNTED_OUTCOMES}
+        Path(counts_file).write_text(json.dumps(counts), encoding="utf-8")
 
 
 def _postgres_unreachable() -> str | None:
@@ -173,7 +246,10 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
 def migrate(url: str) -> None:
     """Bring the database at ``url`` to the latest schema, as ``just migrate`` does."""
     config = database_config(Settings(database_url=url))
-    AlembicCommands(sqlalchemy_config=config).upgrade("head")  # disposes the async engine too
+    AlembicCommands(sqlalchemy_config=config).upgrade("head")  # disposes an async engine itself
+    engine = config.get_engine()
+    if isinstance(engine, sa.Engine):
+        engine.dispose()  # a SQLite file's connections, which would be left to the collector
 
 
 @pytest.fixture

@@ -253,6 +253,7 @@ def open_files_for_the_clients() -> Iterator[None]:
     "hard_limit", ["unchanged", "1024"], ids=["soft-limit-1024", "hard-limit-1024"]
 )
 @pytest.mark.usefixtures("open_files_for_the_clients")
+@pytest.mark.alone  # 1,100 slow connections, and how soon health checks are answered meanwhile
 def test_slow_clients_leave_health_checks_answered_and_are_closed(
     tmp_path: Path, hard_limit: str
 ) -> None:

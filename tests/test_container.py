@@ -1,7 +1,7 @@
 """The container image, run with podman as users run it: non-root, SQLite in a volume under a
 read-only root, PostgreSQL migrated by the image's own command, SIGTERM under load.
 
-``just image-test`` builds the image on a Debian 12 base made by debootstrap, then runs these
+``just image-test`` builds the image on a Debian 13 base made by debootstrap, then runs these
 tests (marker ``container``, which ``just test`` leaves out). Each container shares the host's
 network, so it serves on 127.0.0.1 at a free port given as ``PORT``, and reaches the machine's
 PostgreSQL there too. Writes carry an API key, which a service on 0.0.0.0 should have.

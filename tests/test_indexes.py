@@ -13,6 +13,7 @@ import asyncio
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import asyncpg
@@ -161,7 +162,7 @@ def plan(database_url: str, query: Statement, params: dict[str, Any]) -> list[st
     arguments = compiled.arguments(params)
     url = sa.make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        with sqlite3.connect(url.database or "") as connection:
+        with closing(sqlite3.connect(url.database or "")) as connection:
             rows = connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, arguments).fetchall()
         return [str(row[-1]) for row in rows]
     return asyncio.run(_explain_on_asyncpg(database_url, compiled.sql, arguments))

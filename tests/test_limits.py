@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.http.limits import client_key
+from service.http.limits import WINDOW_SECONDS, WorkerCounter, client_key
 from service.settings import Settings
 from tests.conftest import IN_CI
 from tests.helpers import assert_error
@@ -33,6 +34,15 @@ def test_admitted_answers_carry_the_window(tmp_path: object) -> None:
     )
     assert 1 <= int(first.headers["ratelimit-reset"]) <= 60
     assert first.headers["ratelimit-policy"] == "5; w=60"
+
+
+def test_a_new_windows_reset_is_never_past_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock reading at which (now + 60) - now is 60.00000000000182 in floating point.
+    monkeypatch.setattr(time, "monotonic", lambda: 16338.302431481612)
+
+    window = asyncio.run(WorkerCounter().hit("203.0.113.1"))
+
+    assert window.reset == WINDOW_SECONDS
 
 
 @pytest.mark.parametrize(

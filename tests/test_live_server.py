@@ -19,6 +19,7 @@ LOAD_CLIENTS = 256
 LOAD_SECONDS = 4.0
 
 
+@pytest.mark.alone  # 256 clients: the load takes both cores
 @pytest.mark.parametrize("workers", [1, 2])
 def test_load_from_256_clients_loses_nothing_and_never_fails(
     database_url: str, workers: int

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -270,3 +275,25 @@ def test_request_id_is_in_the_request_state(tmp_path: object) -> None:
 
     assert response.text == "abc"
     assert response.headers["x-request-id"] == "abc"
+
+
+def test_the_services_warnings_reach_stderr_in_the_standard_format(tmp_path: Path) -> None:
+    # In a process of its own: the app's logging config is the process's, as it is in a server.
+    code = (
+        "import logging; from service.app import create_app; from service.settings import "
+        f"Settings; create_app(Settings(database_url='sqlite:///{tmp_path}/h.db')); "
+        "logging.getLogger('service').warning('the probe %s', 42)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/app.db"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    line = r"^WARNING \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} service the probe 42$"
+    assert re.search(line, done.stderr, re.MULTILINE), done.stderr

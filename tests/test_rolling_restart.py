@@ -99,6 +99,7 @@ def test_ctrl_c_does_not_wait_for_the_drain(tmp_path: Path, to: str) -> None:
     assert stopped < 30
 
 
+@pytest.mark.alone  # two new workers must start within its 30 s: slower on a busy machine
 def test_sighup_replaces_the_workers_without_draining_them(tmp_path: Path) -> None:
     server = Server(f"sqlite:///{tmp_path}/h.db", workers=2, SHUTDOWN_DRAIN_SECONDS="60")
     try:
@@ -227,6 +228,7 @@ def instances(pgbouncer_database: str, haproxy_installed: None) -> Iterator[list
             server.stop()
 
 
+@pytest.mark.alone  # 16 clients and four workers restarting, timed by HAProxy's health checks
 def test_rolling_restart_behind_a_balancer_fails_no_request_and_loses_no_write(
     pgbouncer_database: str, instances: list[Server]
 ) -> None:

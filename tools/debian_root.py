@@ -41,6 +41,7 @@ PACKAGES = {
         "libpq-dev",
         "pgbouncer",
         "ca-certificates",
+        *("redis-server", "haproxy"),
     ),
     "sid": (
         "python3.14",
@@ -52,10 +53,12 @@ PACKAGES = {
         "gcc",
         "libpq-dev",
         "ca-certificates",
+        *("pgbouncer", "redis-server", "haproxy"),
     ),
 }
 """What each suite's root holds: the Pythons with venv and headers (some dependencies build from
-source there), a compiler and libpq for them, and PgBouncer 1.24 in trixie."""
+source there), a compiler and libpq for them, PgBouncer (1.24 in trixie), and the servers the
+test suite starts itself (Redis, HAProxy), so that the suite runs whole inside either root."""
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CA_BUNDLE = "/etc/ssl/certs/host-ca-bundle.crt"
 """Where the host's CA bundle is copied inside the root."""
@@ -156,12 +159,15 @@ def main() -> None:
     runner.add_argument("suite", choices=sorted(PACKAGES))
     runner.add_argument("--bind", action="append", type=Path, default=[])
     runner.add_argument("--env", action="append", default=[])
-    runner.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    # What follows "--" is the command, so that the options may come after the suite too.
+    given = sys.argv[1:]
+    split = given.index("--") if "--" in given else len(given)
+    runner.add_argument("command", nargs="*" if split < len(given) else argparse.REMAINDER)
+    args = parser.parse_args(given[:split])
     if args.verb == "path":
         print(make(args.suite))
         return
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.command + given[split + 1 :]
     if not command:
         parser.error("run: give the command after --")
     sys.exit(run(args.suite, command, args.bind or [Path.cwd()], args.env))

@@ -1,21 +1,26 @@
 """Build the service's container image, and a Debian base for it made by debootstrap.
 
     python tools/image.py build [ENGINE BUILD FLAGS...]     # just image
-    python tools/image.py debian-base [NAME]                 # just image-test's base
+    python tools/image.py debian-base [NAME [SUITE]]         # just image-test's base
 
 ``build`` builds the wheels of the service and its dependencies, at the versions of
 constraints.txt, into build/wheels (the build inside the container needs no package index), then
 the image from Containerfile, tagged ``hero-service:<version>`` and ``hero-service:latest``. The
-environment chooses: ``BASE_IMAGE`` (default: the Containerfile's, the official slim Python 3.11
-image), ``EXTRAS`` (default ``postgres``) and ``CONTAINER_ENGINE`` (default ``podman`` if
-installed, else ``docker``; global flags may follow, e.g. ``podman --runtime runc``). Arguments
-after ``build`` go to the engine's ``build`` command.
+environment chooses: ``BASE_IMAGE`` (default: the Containerfile's, the official slim Python 3.13
+image of Debian 13), ``EXTRAS`` (default ``postgres``) and ``CONTAINER_ENGINE`` (default
+``podman`` if installed, else ``docker``; global flags may follow, e.g. ``podman --runtime
+runc``). Arguments after ``build`` go to the engine's ``build`` command.
 
-``debian-base`` makes a Debian 12 image with Python 3.11 from Debian's own packages
-(``debootstrap --variant=minbase --include=python3,python3-venv bookworm``), as a user behind a
-registry mirror would have one: imported into the engine's store as NAME, unless it is there
-already, from a root filesystem tarball cached in ``~/.cache/hero-service/`` between runs.
-``DEBIAN_MIRROR`` overrides debootstrap's default mirror.
+The wheels are built for the base's Python (``BASE_PYTHON``, e.g. ``3.12``; else 3.13 for the
+default base, else asked of the base image itself), by the first of: the Python running this
+tool if it is that version; Debian's, inside the root ``tools/debian_root.py`` makes (3.13 in
+trixie, 3.14 and 3.15 in sid; needs root and debootstrap); ``pythonX.Y`` on ``PATH``.
+
+``debian-base`` makes a Debian image with its Python from Debian's own packages
+(``debootstrap --variant=minbase --include=python3,python3-venv SUITE``; default trixie,
+Debian 13, Python 3.13), as a user behind a registry mirror would have one: imported into the
+engine's store as NAME, unless it is there already, from a root filesystem tarball cached in
+``~/.cache/hero-service/`` between runs. ``DEBIAN_MIRROR`` overrides debootstrap's mirror.
 """
 
 from __future__ import annotations
@@ -34,9 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / "build" / "wheels"
 NAME = "hero-service"
 DEFAULT_EXTRAS = "postgres"
-DEFAULT_BASE_PYTHON = (3, 11)
+DEFAULT_BASE_PYTHON = "3.13"
 """The Python of the Containerfile's default base image, which the wheels must be built for."""
-DEBIAN_BASE = "localhost/hero-debian-python:bookworm"
+DEBIAN_SUITE = "trixie"
+DEBIAN_BASE = f"localhost/hero-debian-python:{DEBIAN_SUITE}"
+DEBIAN_PYTHONS = {
+    "3.13": ("trixie", "python3.13"),
+    "3.14": ("sid", "python3.14"),
+    "3.15": ("sid", "python3.15"),
+}
+"""Pythons of Debian's packages, in the roots of tools/debian_root.py: the suite, the command."""
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TRIMMED = (
     *("usr/share/man/*", "usr/share/info/*", "usr/share/locale/*"),
@@ -72,33 +84,69 @@ def run(command: list[str], *, cwd: Path | None = None, quiet: bool = False) -> 
         sys.exit(completed.returncode)
 
 
-def build_wheels(extras: str) -> None:
-    """The wheels of the service and of everything it needs with ``extras``, pinned."""
+def build_wheels(extras: str, python: str) -> None:
+    """Build the wheels of the service and all it needs with ``extras``, pinned, for ``python``."""
     shutil.rmtree(WHEELS, ignore_errors=True)
     requirement = f".[{extras}]" if extras else "."
-    run(
-        [
-            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"),
-            *("-c", "constraints.txt", requirement, "--wheel-dir", str(WHEELS)),
-        ],
-        cwd=ROOT,
+    wheel = [
+        *("pip", "wheel", "--quiet", "--disable-pip-version-check", "-c", "constraints.txt"),
+        *(requirement, "--wheel-dir", str(WHEELS)),
+    ]
+    if python == f"{sys.version_info[0]}.{sys.version_info[1]}":
+        run([sys.executable, "-m", *wheel], cwd=ROOT)
+        return
+    if python in DEBIAN_PYTHONS and os.geteuid() == 0 and shutil.which("debootstrap"):
+        suite, command = DEBIAN_PYTHONS[python]
+        # Debian's Python has no pip of its own: a venv in the root's /tmp (the machine's) has.
+        venv = Path(tempfile.mkdtemp(prefix="hero-wheels-"))
+        script = (
+            f"{command} -m venv {venv} && {venv}/bin/python -m {shlex.join(wheel)}; "
+            f"status=$?; rm -rf {venv}; exit $status"
+        )
+        root_tool = [sys.executable, str(ROOT / "tools" / "debian_root.py"), "run", suite]
+        run([*root_tool, "--bind", str(ROOT), "--", "sh", "-c", script], cwd=ROOT)
+        return
+    if found := shutil.which(f"python{python}"):
+        run([found, "-m", *wheel], cwd=ROOT)
+        return
+    sys.exit(
+        f"tools/image.py: the base image has Python {python}, and none is here to build its "
+        f"wheels with: run this tool with Python {python}, or put python{python} on PATH"
     )
+
+
+def base_python(command: list[str], base: str | None, flags: list[str]) -> str:
+    """The Python version of the base image: ``BASE_PYTHON``, the default's, or the image's.
+
+    The image is asked with the build's ``flags`` (the network and limits the engine needs).
+    """
+    if chosen := os.environ.get("BASE_PYTHON"):
+        return chosen
+    if base is None:
+        return DEFAULT_BASE_PYTHON
+    asked = subprocess.run(  # noqa: S603 (the engine the operator chose)
+        [
+            *(*command, "run", "--rm", *flags, "--entrypoint", "python3", base),
+            *("-c", "import sys; print('%d.%d' % sys.version_info[:2])"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if asked.returncode != 0:
+        sys.exit(f"tools/image.py: cannot run python3 in {base} (set BASE_PYTHON): {asked.stderr}")
+    return asked.stdout.strip()
 
 
 def build(build_flags: list[str]) -> None:
     """Build the wheels, then the image, tagged with the version and ``latest``."""
     started = time.monotonic()
     base = os.environ.get("BASE_IMAGE")
-    if base is None and sys.version_info[:2] != DEFAULT_BASE_PYTHON:
-        sys.exit(
-            f"tools/image.py: the wheels would be built for Python {sys.version_info[0]}."
-            f"{sys.version_info[1]}, the default base image has 3.11: run it with Python 3.11, "
-            "or set BASE_IMAGE to an image with this Python"
-        )
     extras = os.environ.get("EXTRAS", DEFAULT_EXTRAS)
-    build_wheels(extras)
-    wheels_seconds = time.monotonic() - started
     command = engine()
+    python = base_python(command, base, build_flags)
+    build_wheels(extras, python)
+    wheels_seconds = time.monotonic() - started
     tags = [f"{NAME}:{version()}", f"{NAME}:latest"]
     args = ["--build-arg", f"EXTRAS={extras}", "--build-arg", f"VERSION={version()}"]
     if base:
@@ -115,14 +163,14 @@ def build(build_flags: list[str]) -> None:
         check=True,
     ).stdout.strip()
     print(
-        f"built {' and '.join(tags)}: {int(size) / 1e6:.0f} MB, on {base or 'the default base'}, "
-        f"extras {extras or 'none'}; wheels {wheels_seconds:.0f} s, "
+        f"built {' and '.join(tags)}: {int(size) / 1e6:.0f} MB, on {base or 'the default base'} "
+        f"(Python {python}), extras {extras or 'none'}; wheels {wheels_seconds:.0f} s, "
         f"in all {time.monotonic() - started:.0f} s"
     )
 
 
-def debian_base(name: str) -> None:
-    """Import a debootstrap-made Debian 12 with Python as ``name``, unless it is there."""
+def debian_base(name: str, suite: str = DEBIAN_SUITE) -> None:
+    """Import a debootstrap-made Debian ``suite`` with Python as ``name``, unless it is there."""
     command = engine()
     exists = subprocess.run(  # noqa: S603 (the engine the operator chose)
         [*command, "image", "inspect", "--format", "{{.Id}}", name],
@@ -133,7 +181,7 @@ def debian_base(name: str) -> None:
         print(f"{name}: already in the image store")
         return
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / NAME
-    tarball = cache / "debian-bookworm-python.tar.gz"
+    tarball = cache / f"debian-{suite}-python.tar.gz"
     if not tarball.exists():
         started = time.monotonic()
         cache.mkdir(parents=True, exist_ok=True)
@@ -143,7 +191,7 @@ def debian_base(name: str) -> None:
             run(
                 [
                     *("debootstrap", "--variant=minbase", "--include=python3,python3-venv"),
-                    *("bookworm", str(rootfs), *mirror),
+                    *(suite, str(rootfs), *mirror),
                 ],
                 quiet=True,
             )
@@ -177,13 +225,13 @@ def trim(rootfs: Path) -> None:
 
 
 def main() -> None:
-    """``build [ENGINE BUILD FLAGS...]`` or ``debian-base [NAME]``."""
+    """``build [ENGINE BUILD FLAGS...]`` or ``debian-base [NAME [SUITE]]``."""
     if len(sys.argv) < 2 or sys.argv[1] not in ("build", "debian-base"):  # noqa: PLR2004
         sys.exit(__doc__)
     if sys.argv[1] == "build":
         build(sys.argv[2:])
     else:
-        debian_base(sys.argv[2] if len(sys.argv) > 2 else DEBIAN_BASE)  # noqa: PLR2004
+        debian_base(*(sys.argv[2:4] or [DEBIAN_BASE]))
 
 
 if __name__ == "__main__":

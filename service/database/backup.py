@@ -12,7 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from service.database.engines import database_url, is_sqlite
+from service.database.engines import SQLITE_TRANSACTION_CONTROL, database_url, is_sqlite
 from service.settings import Settings
 
 
@@ -49,8 +49,10 @@ def backup(settings: Settings, destination: Path) -> str:
 
 
 def _copy(source_path: Path, destination: Path, busy_timeout_ms: int) -> int:
-    source = sqlite3.connect(source_path, timeout=busy_timeout_ms / 1000)
-    target = sqlite3.connect(destination)
+    source = sqlite3.connect(
+        source_path, timeout=busy_timeout_ms / 1000, **SQLITE_TRANSACTION_CONTROL
+    )
+    target = sqlite3.connect(destination, **SQLITE_TRANSACTION_CONTROL)
     try:
         # pages=-1: in one step, so the copy is the snapshot of one read transaction.
         source.backup(target, pages=-1)

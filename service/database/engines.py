@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,18 @@ DRIVERS = {
 """The driver each plain URL scheme runs on."""
 
 DatabaseConfig = SQLAlchemySyncConfig | SQLAlchemyAsyncConfig
+
+SQLITE_TRANSACTION_CONTROL: dict[str, Any] = {"isolation_level": None}
+"""How every sqlite3 connection of the service controls transactions: none implicitly.
+
+Each statement commits by itself; the writer thread, a plugin session and a migration open
+their own with ``BEGIN IMMEDIATE`` and end them with the driver's ``commit()`` or a ``COMMIT``.
+From Python 3.12 on, that is sqlite3's legacy transaction control, chosen here explicitly, since
+a later Python makes ``autocommit=False`` (implicit transactions) the default;
+``autocommit=True`` would not do either, as it makes ``commit()`` and ``rollback()`` do nothing.
+"""
+if sys.version_info >= (3, 12):
+    SQLITE_TRANSACTION_CONTROL["autocommit"] = sqlite3.LEGACY_TRANSACTION_CONTROL
 
 
 def database_url(raw: str, pooler: str = "none") -> URL:
@@ -130,9 +144,7 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     in_memory = url.database in (None, "", ":memory:")
     engine = sa.create_engine(
         url,
-        # No implicit transactions: each statement commits by itself, and the writer thread
-        # opens its group commits with BEGIN IMMEDIATE (see service.database.statements).
-        connect_args={"isolation_level": None, "check_same_thread": False},
+        connect_args={**SQLITE_TRANSACTION_CONTROL, "check_same_thread": False},
         # One shared connection keeps an in-memory database alive and the same for every request.
         poolclass=StaticPool if in_memory else None,
         hide_parameters=True,

@@ -146,16 +146,28 @@ class SqliteDatabase(Database):
             return run_on_driver(self.engine.dialect, driver, statement, params)
 
     async def close(self) -> None:
-        """Stop the writer thread and give the reader's connection back."""
+        """Stop the writer thread and close the connections it and the reader kept."""
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)
         if self._reader is not None:
-            self._reader.close()
+            _close_for_good(self._reader)
             self._reader = None
         if self._traced_reader is not None:
+            self._traced_reader.detach()
             self._traced_reader.close()
             self._traced_reader = None
         self.engine.dispose()  # see PostgresDatabase.close
+
+
+def _close_for_good(connection: PoolProxiedConnection) -> None:
+    """Close a connection kept for the app's life, rather than give it back to its pool.
+
+    At shutdown the plugin may have disposed of the engine's pool already (its lifespan ends
+    before the app's shutdown hooks run): a connection given back to that pool would stay open
+    until garbage-collected (a ResourceWarning from Python 3.13 on).
+    """
+    connection.detach()
+    connection.close()
 
 
 def _locked(exc: Exception) -> bool:
@@ -290,7 +302,7 @@ class SqliteWriter:
         finally:
             if self._connection is not None:
                 with contextlib.suppress(Exception):
-                    self._connection.close()
+                    _close_for_good(self._connection)
                 self._connection = None
 
     def _commit(self, batch: list[_Write]) -> list[Any]:

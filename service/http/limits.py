@@ -71,7 +71,8 @@ class WorkerCounter:
                 self.windows = {k: w for k, w in self.windows.items() if w[1] > now}
             count, ends = 0, now + self.seconds
         self.windows[client] = (count + amount, ends)
-        return Window(count + amount, max(1, math.ceil(ends - now)))
+        # At most the window: (now + 60) - now can come out a hair above 60 in floating point.
+        return Window(count + amount, min(self.seconds, max(1, math.ceil(ends - now))))
 
     async def close(self) -> None:
         """Nothing to release."""

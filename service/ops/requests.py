@@ -233,7 +233,12 @@ _REQUESTS = itertools.count()
 
 
 def logging_config(settings: Settings) -> LoggingConfig:
-    """The service's logs at ``LOG_LEVEL``; the access log as bare JSON lines."""
+    """The service's logs at ``LOG_LEVEL``; the access log as bare JSON lines.
+
+    The service's logs go through Litestar's ``queue_listener`` handler, which Litestar defines
+    for the running Python: its own queue handler up to 3.11, ``logging.handlers.QueueHandler``
+    with a listener from 3.12 on (where dictConfig no longer lets its own one work).
+    """
     return LoggingConfig(
         log_exceptions="never",
         formatters={
@@ -241,10 +246,6 @@ def logging_config(settings: Settings) -> LoggingConfig:
             "json": {"format": "%(message)s"},
         },
         handlers={
-            "queue_listener": {
-                "class": "litestar.logging.standard.QueueListenerHandler",
-                "formatter": "standard",
-            },
             # Written on the spot, as uvicorn writes its own access log: handing each line to a
             # queue listener's thread costs about twice the direct write, the GIL passed back and
             # forth per line (measured in tests/benchmarks/RESULTS-choices.md).
