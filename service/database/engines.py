@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from service.database import pooled
-from service.database.postgres import PostgresDatabase
+from service.database.postgres import PostgresDatabase, is_closed
 from service.database.sqlite import SqliteDatabase
 from service.database.statements import Database
 from service.database.tables import Base
@@ -130,9 +130,7 @@ def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
     def replace_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         # A connection the server closed (a restart) is replaced before a request uses it; this
         # costs no round trip, unlike pool_pre_ping, whose ping would double every request's.
-        driver = dbapi_connection.driver_connection
-        is_closed = getattr(driver, "is_closed", None)  # asyncpg; psycopg has `closed`
-        if is_closed() if is_closed is not None else getattr(driver, "closed", False):
+        if is_closed(dbapi_connection.driver_connection):
             raise sa.exc.DisconnectionError("connection closed by the server")
 
     if settings.db_pooler == "transaction":

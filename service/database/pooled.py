@@ -33,23 +33,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.util import greenlet_spawn
 
-from service.database.postgres import idle_connection, returns_without_waiting
-from service.database.statements import (
-    Database,
-    DatabaseUnavailable,
-    Row,
-    Statement,
-    raise_as_database_error,
-    traced,
-)
+from service.database.postgres import PostgresDatabase
+from service.database.statements import Row
 from service.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from sqlalchemy.pool import PoolProxiedConnection, PoolResetState
+    from sqlalchemy.pool import PoolResetState
 
 DRIVER = "postgresql+psycopg"
 """The driver a plain ``postgresql://`` URL runs on behind a transaction pooler."""
@@ -134,80 +126,24 @@ def _unnamed() -> str:
     return ""
 
 
-def _worth_retrying(exc: BaseException) -> bool:
-    """Whether a read whose connection died may succeed at once on a new one.
-
-    Not after its bound ran out, nor when the pooler refused it and closed the connection
-    (PgBouncer answers SQLSTATE 08P01 when its queue wait, ``query_wait_timeout``, ran out or
-    it cannot reach PostgreSQL): trying again would wait as long again, or fail as fast. The
-    request gets 503 with ``Retry-After`` instead.
-    """
-    return not isinstance(exc, TimeoutError) and getattr(exc, "sqlstate", None) != "08P01"
-
-
-class PooledPostgresDatabase(Database):
+class PooledPostgresDatabase(PostgresDatabase):
     """PostgreSQL behind a transaction pooler: one autocommit statement per call, bounded.
 
-    Each statement checks a connection out of the engine's pool, runs on the driver's own
-    connection in autocommit (the statement is its transaction), and gives it back. A statement
-    that has not answered within ``bound`` seconds is cancelled and the request gets 503; a read
-    whose connection turns out dead is run once more on a new connection.
+    The direct mode's retry loop (``PostgresDatabase``), on psycopg: each statement checks a
+    connection out of the engine's pool, runs on the driver's own connection in autocommit (the
+    statement is its transaction), and gives it back. A statement that has not answered within
+    ``bound`` seconds is cancelled and the request gets 503; a read whose connection turns out
+    dead is run once more on a new connection.
     """
 
     def __init__(self, engine: AsyncEngine, bound: float | None) -> None:
-        self.engine = engine
-        self.bound = bound
+        super().__init__(engine, bound)
         self._psycopg = engine.dialect.driver == "psycopg"
+        self._fast = self._fast or self._psycopg
 
-    async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
-        """Run ``statement`` on a pooled connection; return its rows."""
-        try:
-            if traced(self.engine.sync_engine):
-                return await self._fetch_through_sqlalchemy(statement, params)
-            return await self._fetch_on_driver(statement, params)
-        except Exception as exc:
-            raise_as_database_error(exc)
-            if isinstance(exc, self.engine.dialect.loaded_dbapi.OperationalError):
-                # psycopg's failures to connect (refused, timed out) carry no SQLSTATE, and
-                # the pool's connect raises them unwrapped.
-                first_line = (str(exc).strip().splitlines() or [""])[0]
-                raise DatabaseUnavailable(f"{type(exc).__name__}: {first_line}") from None
-            raise
-
-    async def _fetch_on_driver(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
-        compiled = statement.compiled(self.engine.dialect)
-        arguments = compiled.arguments(params)
-        retry = not statement.writes
-        while True:
-            connection = idle_connection(self.engine) or await self.engine.raw_connection()
-            driver: Any = connection.driver_connection
-            try:
-                if self._psycopg:
-                    rows = await self._on_psycopg(driver, compiled.sql, arguments)
-                else:
-                    rows = await driver.fetch(compiled.sql, *arguments, timeout=self.bound)
-            except asyncio.CancelledError:
-                # Abandoned mid-statement: the connection's state is unknown, so it is not reused.
-                await greenlet_spawn(connection.invalidate)
-                await greenlet_spawn(connection.close)
-                raise
-            except Exception as exc:
-                dropped = self._dropped(connection, exc)
-                if dropped:
-                    await greenlet_spawn(connection.invalidate, exc)
-                await greenlet_spawn(connection.close)
-                if not (dropped and retry and _worth_retrying(exc)):
-                    raise
-                retry = False
-                continue
-            idle = not self._psycopg or driver.info.transaction_status == _IDLE
-            if idle and returns_without_waiting(self.engine):
-                connection.close()
-            else:
-                await greenlet_spawn(connection.close)
-            return compiled.rows(rows)
-
-    async def _on_psycopg(self, driver: Any, sql: str, arguments: list[Any]) -> Sequence[Row]:
+    async def _run(self, driver: Any, sql: str, arguments: list[Any]) -> Sequence[Row]:
+        if not self._psycopg:
+            return await super()._run(driver, sql, arguments)
         # In autocommit (engine_arguments), the statement is its own transaction. Results come
         # in binary, which psycopg reads with less work than text.
         async with asyncio.timeout(self.bound), driver.cursor() as cursor:
@@ -215,22 +151,5 @@ class PooledPostgresDatabase(Database):
             rows: Sequence[Row] = await cursor.fetchall()
             return rows
 
-    def _dropped(self, connection: PoolProxiedConnection, exc: Exception) -> bool:
-        # A statement past its bound leaves its connection in an unknown state: it goes too.
-        driver: Any = connection.driver_connection
-        closed = driver.closed if self._psycopg else driver.is_closed()
-        return bool(closed) or isinstance(exc, OSError | ConnectionError | TimeoutError)
-
-    async def _fetch_through_sqlalchemy(
-        self, statement: Statement, params: dict[str, Any]
-    ) -> Sequence[Row]:
-        # Traced (listeners on the engine see the statement): as bounded as on the driver.
-        async with asyncio.timeout(self.bound), self.engine.connect() as connection:
-            result = await connection.execute(statement.statement, params)
-            rows = result.all()
-            await connection.commit()
-            return rows
-
-    async def close(self) -> None:
-        """Close the pool's connections (at shutdown)."""
-        await self.engine.dispose()
+    def _idle(self, driver: Any) -> bool:
+        return not self._psycopg or driver.info.transaction_status == _IDLE

@@ -47,10 +47,17 @@ class PostgresDatabase(Database):
     asyncpg connection itself, outside any transaction block: PostgreSQL commits the one
     statement before answering, with no BEGIN and COMMIT round trips. A read that finds its
     pooled connection dead (the server restarted) is run once more on a new connection.
+
+    The one retry loop of both PostgreSQL modes: the pooler mode
+    (``service.database.pooled``) overrides how a statement runs on its driver and what a
+    failure means, not the loop. ``bound``: seconds a statement may take from being sent to its
+    answer before it is cancelled and the request gets 503 (None: the server's own
+    ``statement_timeout`` ends it, as in the direct mode).
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, bound: float | None = None) -> None:
         self.engine = engine
+        self.bound = bound
         self._fast = engine.dialect.driver in FAST_DRIVERS
 
     async def fetch(self, statement: Statement, **params: Any) -> Sequence[Row]:
@@ -60,7 +67,7 @@ class PostgresDatabase(Database):
                 return await self._fetch_through_sqlalchemy(statement, params)
             return await self._fetch_on_driver(statement, params)
         except Exception as exc:
-            raise_as_database_error(exc)
+            raise_as_database_error(exc, sent=self._sent(exc))
             raise
 
     async def _fetch_on_driver(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
@@ -73,36 +80,48 @@ class PostgresDatabase(Database):
             except Exception as exc:  # no connection: the statement was never sent
                 raise_as_database_error(exc, sent=False)
                 raise
+            driver: Any = connection.driver_connection
             try:
-                rows = await connection.driver_connection.fetch(compiled.sql, *arguments)  # type: ignore[union-attr]
+                rows = await self._run(driver, compiled.sql, arguments)
             except asyncio.CancelledError:
                 # Abandoned mid-statement: the connection's state is unknown, so it is not reused.
                 await greenlet_spawn(connection.invalidate)
                 await greenlet_spawn(connection.close)
                 raise
             except Exception as exc:
-                dropped = self._dropped(connection, exc)
+                dropped = is_closed(driver) or isinstance(exc, DROPPED)
                 if dropped:
                     await greenlet_spawn(connection.invalidate, exc)
                 await greenlet_spawn(connection.close)
-                if not dropped or not retry:
+                if not (dropped and retry and worth_retrying(exc)):
                     raise
                 retry = False
                 continue
-            if returns_without_waiting(self.engine):
+            if self._idle(driver) and returns_without_waiting(self.engine):
                 connection.close()
             else:
                 await greenlet_spawn(connection.close)
             return compiled.rows(rows)
 
-    def _dropped(self, connection: PoolProxiedConnection, exc: Exception) -> bool:
-        driver: Any = connection.driver_connection
-        return bool(driver.is_closed()) or isinstance(exc, OSError | ConnectionError)
+    async def _run(self, driver: Any, sql: str, arguments: list[Any]) -> Sequence[Row]:
+        """Run one statement on the driver's connection (asyncpg: from its statement cache)."""
+        rows: Sequence[Row] = await driver.fetch(sql, *arguments, timeout=self.bound)
+        return rows
+
+    def _idle(self, driver: Any) -> bool:
+        """Whether no transaction is left open on ``driver`` (asyncpg opens none by itself)."""
+        return True
+
+    def _sent(self, exc: Exception) -> bool:
+        """Whether the statement may have reached the database when ``exc`` was raised."""
+        return True
 
     async def _fetch_through_sqlalchemy(
         self, statement: Statement, params: dict[str, Any]
     ) -> Sequence[Row]:
-        async with self.engine.connect() as connection:
+        # Traced (listeners on the engine see the statement), or a driver without a fast path:
+        # as bounded as on the driver.
+        async with asyncio.timeout(self.bound), self.engine.connect() as connection:
             result = await connection.execute(statement.statement, params)
             rows = result.all()
             await connection.commit()
@@ -116,6 +135,33 @@ class PostgresDatabase(Database):
         process (as the tests make), and those pools would stay open until garbage-collected.
         """
         await self.engine.dispose()
+
+
+DROPPED = (OSError, ConnectionError, TimeoutError)
+"""Failures after which a connection is not reused: the socket failed, or the statement ran
+past its bound, leaving the connection in an unknown state."""
+
+
+def is_closed(driver: Any) -> bool:
+    """Whether the driver's connection is known closed, without a round trip.
+
+    asyncpg's ``is_closed()``; psycopg's ``closed``.
+    """
+    asyncpg_is_closed = getattr(driver, "is_closed", None)
+    if asyncpg_is_closed is not None:
+        return bool(asyncpg_is_closed())
+    return bool(getattr(driver, "closed", False))
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a read whose connection died may succeed at once on a new one.
+
+    Not after its bound ran out, nor when a pooler refused it and closed the connection
+    (PgBouncer answers SQLSTATE 08P01 when its queue wait, ``query_wait_timeout``, ran out or
+    it cannot reach PostgreSQL): trying again would wait as long again, or fail as fast. The
+    request gets 503 with ``Retry-After`` instead.
+    """
+    return not isinstance(exc, TimeoutError) and getattr(exc, "sqlstate", None) != "08P01"
 
 
 def idle_connection(engine: AsyncEngine) -> PoolProxiedConnection | None:
