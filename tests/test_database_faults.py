@@ -239,6 +239,52 @@ def test_postgres_going_away_behind_pgbouncer_is_503_and_recovery_is_automatic(
     assert "During" not in names
 
 
+@pytest.mark.parametrize("stopped", ["PostgreSQL", "PostgreSQL behind PgBouncer", "PgBouncer"])
+def test_writes_while_the_database_cannot_be_reached_are_503_and_nothing_stored(
+    postgres_database: str, proxy: TcpProxy, stopped: str
+) -> None:
+    """Connections cut and new ones refused: no statement is sent, so none is in doubt.
+
+    Straight to PostgreSQL (the direct mode), and through PgBouncer (the pooler mode) with
+    PostgreSQL or PgBouncer itself stopped; several writes, so that both the pooled connection
+    found dead and the connects that fail afterwards are answered."""
+    with contextlib.ExitStack() as stack:
+        if stopped == "PostgreSQL":
+            url = sa.make_url(postgres_database).set(port=proxy.port)
+            settings = Settings(
+                database_url=url.render_as_string(hide_password=False), db_connect_timeout=2
+            )
+            stop = proxy.stop
+        else:
+            if reason := pgbouncer.missing():
+                if IN_CI:
+                    pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
+                pytest.skip(reason)
+            user = sa.make_url(postgres_database).username
+            bouncer = stack.enter_context(
+                pgbouncer.PgBouncer(
+                    ("127.0.0.1", proxy.port), user=user, pool_size=1, query_wait_timeout=1
+                )
+            )
+            settings = Settings(
+                database_url=bouncer.url(postgres_database),
+                db_pooler="transaction",
+                db_connect_timeout=2,
+            )
+            stop = bouncer.stop if stopped == "PgBouncer" else proxy.stop
+        client = stack.enter_context(TestClient[Litestar](create_app(settings)))
+        create(client, "Before")
+
+        stop()
+        during = [client.post("/heroes", json=new_hero("During")) for _ in range(3)]
+
+    for response in during:
+        error = assert_error(response, 503)
+        assert response.headers["retry-after"] == "1"
+        assert "nothing was stored" in error.detail
+    assert stored_names(postgres_database) == ["Before"]
+
+
 @contextlib.contextmanager
 def every_server_session_taken(url: str) -> Iterator[None]:
     """A transaction held open through PgBouncer, on its only server session, until the end."""

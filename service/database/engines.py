@@ -134,7 +134,7 @@ def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
             raise sa.exc.DisconnectionError("connection closed by the server")
 
     if settings.db_pooler == "transaction":
-        pooled.transactions_in_autocommit(engine)
+        pooled.psycopg_connections(engine)
     return engine
 
 

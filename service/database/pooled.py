@@ -48,6 +48,11 @@ DRIVER = "postgresql+psycopg"
 POOLED_DRIVERS = frozenset({"psycopg", "asyncpg"})
 _IDLE = 0
 """libpq's ``PQTRANS_IDLE``: no transaction open on the connection."""
+NOT_FORWARDED = ("query_wait_timeout", "server login has been failing")
+"""How PgBouncer's errors begin (SQLSTATE 08P01, the connection then closed) when it answers a
+statement itself instead of sending it on: no server connection came free within its
+``query_wait_timeout``, or it cannot log in to PostgreSQL. Nothing was stored. (Its other 08P01
+errors, such as "server conn crashed?", may come after the statement reached PostgreSQL.)"""
 
 
 def statement_bound(settings: Settings) -> float | None:
@@ -81,7 +86,7 @@ def engine_arguments(url: URL, settings: Settings) -> dict[str, Any]:
         # Positional parameters, so that the statements run on psycopg's cursor as compiled.
         "paramstyle": "format",
         # Connections come back in autocommit, with nothing to roll back but for a transaction
-        # SQLAlchemy did not end (see transactions_in_autocommit).
+        # SQLAlchemy did not end (see psycopg_connections).
         "pool_reset_on_return": None,
         "connect_args": {
             "connect_timeout": settings.db_connect_timeout,
@@ -91,8 +96,8 @@ def engine_arguments(url: URL, settings: Settings) -> dict[str, Any]:
     }
 
 
-def transactions_in_autocommit(engine: AsyncEngine) -> None:
-    """SQLAlchemy's transactions on psycopg's autocommit connections: an explicit ``BEGIN``.
+def psycopg_connections(engine: AsyncEngine) -> None:
+    """How the pool keeps psycopg's autocommit connections: transactions, and dead ones.
 
     SQLAlchemy expects the driver to begin a transaction by itself before a statement; in
     autocommit psycopg does not, so each transaction SQLAlchemy begins gets an explicit
@@ -100,9 +105,22 @@ def transactions_in_autocommit(engine: AsyncEngine) -> None:
     send ``COMMIT`` or ``ROLLBACK`` while a transaction is open, autocommit or not. A connection
     given back to the pool is rolled back only if a transaction is still open on it: SQLAlchemy's
     rollback of every connection costs each statement of the API a call for nothing.
+
+    psycopg learns that the other end closed (the pooler stopped or restarted) only when it next
+    reads: a connection taken from the pool reads what is waiting, without waiting, so that a
+    request finds out before it sends its statement, which then goes on a new connection (or
+    nowhere, nothing stored, if none can be made).
     """
     if engine.dialect.driver != "psycopg":
         return
+    import psycopg  # noqa: PLC0415 (the postgres extra's, needed only here)
+
+    @sa.event.listens_for(engine.sync_engine, "checkout", insert=True)
+    def replace_if_gone(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        try:
+            dbapi_connection.driver_connection.pgconn.consume_input()
+        except psycopg.OperationalError as exc:
+            raise sa.exc.DisconnectionError(str(exc)) from exc
 
     @sa.event.listens_for(engine.sync_engine, "begin")
     def begin(connection: sa.Connection) -> None:
@@ -153,3 +171,8 @@ class PooledPostgresDatabase(PostgresDatabase):
 
     def _idle(self, driver: Any) -> bool:
         return not self._psycopg or driver.info.transaction_status == _IDLE
+
+    def _sent(self, exc: Exception) -> bool:
+        native = getattr(exc, "orig", None) or exc
+        refused = getattr(native, "sqlstate", None) == "08P01"
+        return not (refused and str(native).startswith(NOT_FORWARDED))
