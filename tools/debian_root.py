@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 PACKAGES = {
     "trixie": (
@@ -108,8 +109,14 @@ def make(suite: str) -> Path:
     return root
 
 
-def run(suite: str, command: list[str], binds: list[Path], env: list[str]) -> int:
-    """Run ``command`` inside the root of ``suite``; its exit status."""
+def run(suite: str, command: list[str], binds: list[Path], env: list[str]) -> NoReturn:
+    """Run ``command`` inside the root of ``suite``, in place of this process.
+
+    This process becomes the command (through ``unshare``, ``sh`` and ``chroot``, each replacing
+    the one before), so that its exit status is the command's and a signal sent to this process,
+    or its process group, reaches the command alone: a server started so stops as it would
+    outside the root.
+    """
     root = make(suite)
     shutil.copyfile(os.environ.get("PIP_CERT") or certifi_bundle(), root / CA_BUNDLE.lstrip("/"))
     shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
@@ -138,7 +145,9 @@ def run(suite: str, command: list[str], binds: list[Path], env: list[str]) -> in
     ]
     script = " && ".join([*mounts, f"exec {shlex.join(inner)}"])
     # A mount namespace of its own: the mounts go when the command ends, whatever happens.
-    return subprocess.call(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])  # noqa: S603, S607
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script])  # noqa: S606, S607
 
 
 def certifi_bundle() -> str:
@@ -170,7 +179,7 @@ def main() -> None:
     command = args.command + given[split + 1 :]
     if not command:
         parser.error("run: give the command after --")
-    sys.exit(run(args.suite, command, args.bind or [Path.cwd()], args.env))
+    run(args.suite, command, args.bind or [Path.cwd()], args.env)
 
 
 if __name__ == "__main__":
