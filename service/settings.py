@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     Supavisor...) stands between the service and PostgreSQL, so that successive transactions of
     one connection may run on different server sessions: nothing is prepared under a name, and
     no setting is given to the session (see ``service.database.pooled``)."""
+    db_pooler_prepared: bool = False
+    """``true``: the transaction pooler keeps prepared statements (PgBouncer 1.21 or later with
+    ``max_prepared_statements`` above 0, the default from 1.24), so the service runs asyncpg
+    with its statement cache through it, as fast as straight to PostgreSQL (see
+    ``service.database.prepared``). Only with ``DB_POOLER=transaction``."""
     shutdown_drain_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
     """On SIGTERM, seconds the service keeps serving while ``/health/ready`` answers 503, so
     that a load balancer takes it out of rotation before it stops accepting connections."""
@@ -124,6 +129,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Serve Prometheus metrics at ``/metrics`` (needs the ``metrics`` extra)."""
     tracing: bool = False
     """Export OpenTelemetry traces, set up by the ``OTEL_*`` variables (needs the otel extra)."""
+
+    def __post_init__(self) -> None:
+        """Refuse settings that contradict each other, naming them."""
+        if self.db_pooler_prepared and self.db_pooler != "transaction":
+            raise SettingsError(
+                "DB_POOLER_PREPARED: true says the transaction pooler in front of PostgreSQL "
+                f"keeps prepared statements; it needs DB_POOLER=transaction, not {self.db_pooler}"
+            )
 
     @property
     def api_keys(self) -> list[str]:

@@ -127,6 +127,8 @@ def test_every_sqlstate_psycopg_knows_falls_in_a_class_of_the_table() -> None:
         ("08001", Fault.UNAVAILABLE),  # could not connect: nothing was sent
         ("22003", Fault.INVALID),  # a number out of range
         ("42P01", Fault.BUG),  # no such table
+        ("26000", Fault.UNAVAILABLE),  # a prepared statement a pooler lost: refused, not run
+        ("42P05", Fault.UNAVAILABLE),  # a prepared statement of another session, through a pooler
     ],
 )
 def test_the_faults_an_operator_meets(sqlstate: str, fault: Fault) -> None:

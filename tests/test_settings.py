@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.app import create_app
 from service.database.engines import database_url
 from service.settings import Settings, SettingsError
 
@@ -71,3 +72,25 @@ def test_behind_a_transaction_pooler_a_plain_url_runs_on_psycopg(url: str, drive
 def test_a_pooler_in_front_of_sqlite_stops_startup_naming_the_variable() -> None:
     with pytest.raises(SettingsError, match=r"^DB_POOLER: "):
         database_url("sqlite:///heroes.db", pooler="transaction")
+
+
+def test_the_prepared_pooler_mode_without_a_pooler_stops_startup_naming_both_variables() -> None:
+    with pytest.raises(SettingsError, match=r"^DB_POOLER_PREPARED: .*DB_POOLER=transaction"):
+        Settings.from_env({"DB_POOLER_PREPARED": "true"})
+
+
+def test_behind_a_pooler_keeping_prepared_statements_a_plain_url_runs_on_asyncpg() -> None:
+    url = database_url("postgresql://user@host/db", pooler="transaction", prepared=True)
+
+    assert url.drivername == "postgresql+asyncpg"
+
+
+def test_the_prepared_pooler_mode_on_psycopg_stops_startup_naming_the_variable() -> None:
+    settings = Settings(
+        database_url="postgresql+psycopg://user@host/db",
+        db_pooler="transaction",
+        db_pooler_prepared=True,
+    )
+
+    with pytest.raises(SettingsError, match=r"^DB_POOLER_PREPARED: .*asyncpg"):
+        create_app(settings)

@@ -24,6 +24,7 @@ from sqlalchemy.pool import StaticPool
 
 from service.database import pooled
 from service.database.postgres import PostgresDatabase, is_closed
+from service.database.prepared import PreparedStatements, prepared_statements
 from service.database.sqlite import SqliteDatabase
 from service.database.statements import Database
 from service.database.tables import Base
@@ -58,16 +59,18 @@ if sys.version_info >= (3, 12):
     SQLITE_TRANSACTION_CONTROL["autocommit"] = sqlite3.LEGACY_TRANSACTION_CONTROL
 
 
-def database_url(raw: str, pooler: str = "none") -> URL:
+def database_url(raw: str, pooler: str = "none", *, prepared: bool = False) -> URL:
     """Parse a plain ``DATABASE_URL`` and pick its driver; an explicit ``+driver`` is kept.
 
     Behind a transaction pooler (``pooler="transaction"``) PostgreSQL runs on psycopg, which
-    sends an unprepared statement in one round trip (see ``service.database.pooled``).
+    sends an unprepared statement in one round trip (see ``service.database.pooled``), unless the
+    pooler keeps prepared statements (``prepared``): asyncpg then, as straight to PostgreSQL.
     """
     url = make_url(raw)
     if "+" not in url.drivername and url.drivername in DRIVERS:
         url = url.set(drivername=DRIVERS[url.drivername])
-        if pooler != "none" and url.get_backend_name() == "postgresql":
+        unprepared = pooler != "none" and not prepared
+        if unprepared and url.get_backend_name() == "postgresql":
             url = url.set(drivername=pooled.DRIVER)
     if is_sqlite(url) and url.get_driver_name() != "pysqlite":
         raise SettingsError(
@@ -90,7 +93,9 @@ def create_engine(settings: Settings) -> Engine | AsyncEngine:
     ``service.database.sqlite``), PostgreSQL an async one, so that waiting for it never blocks
     the event loop.
     """
-    url = database_url(settings.database_url, settings.db_pooler)
+    url = database_url(
+        settings.database_url, settings.db_pooler, prepared=settings.db_pooler_prepared
+    )
     if is_sqlite(url):
         return _sqlite_engine(url, settings)
     return _postgres_engine(url, settings)
@@ -135,6 +140,8 @@ def _postgres_engine(url: URL, settings: Settings) -> AsyncEngine:
 
     if settings.db_pooler == "transaction":
         pooled.psycopg_connections(engine)
+    if settings.db_pooler_prepared:
+        PreparedStatements(engine)
     return engine
 
 
@@ -195,7 +202,8 @@ def open_database(config: DatabaseConfig, settings: Settings) -> Database:
     engine = config.get_engine()
     if isinstance(engine, AsyncEngine):
         if settings.db_pooler == "transaction":
-            return pooled.PooledPostgresDatabase(engine, pooled.statement_bound(settings))
+            bound = pooled.statement_bound(settings)
+            return pooled.PooledPostgresDatabase(engine, bound, prepared_statements(engine))
         return PostgresDatabase(engine)
     return SqliteDatabase(engine, in_memory=engine.url.database in (None, "", ":memory:"))
 

@@ -119,6 +119,8 @@ SQLSTATES: dict[str, Fault] = {
     "25006": Fault.UNAVAILABLE,  # read-only transaction: a standby, a primary in a failover
     "25P03": Fault.UNAVAILABLE,  # idle-in-transaction timeout: the transaction was rolled back
     "25P04": Fault.UNAVAILABLE,  # transaction timeout: rolled back
+    "26000": Fault.UNAVAILABLE,  # prepared statement does not exist: a pooler lost it; not run
+    "42P05": Fault.UNAVAILABLE,  # prepared statement already exists: a pooler mixed them; not run
     "42501": Fault.UNAVAILABLE,  # insufficient privilege: the operator changed grants
     "57P01": Fault.IN_DOUBT,  # admin shutdown: the server ended the session under the statement
     "57P02": Fault.IN_DOUBT,  # crash shutdown

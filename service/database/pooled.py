@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from service.database.postgres import PostgresDatabase
-from service.database.statements import Row
+from service.database.prepared import UNPREPARED, PreparedStatements
+from service.database.statements import Row, Statement
 from service.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -73,15 +74,16 @@ def engine_arguments(url: URL, settings: Settings) -> dict[str, Any]:
         raise SettingsError(
             f"DB_POOLER: {url.drivername} needs {driver}: pip install 'hero-service[postgres]'"
         )
+    if settings.db_pooler_prepared:
+        if driver != "asyncpg":
+            raise SettingsError(
+                f"DB_POOLER_PREPARED: runs on asyncpg (postgresql://), not {url.drivername}"
+            )
+        # asyncpg's statement cache and SQLAlchemy's named statements, unless the pooler turns
+        # out not to keep them (service.database.prepared); no startup parameter.
+        return {"connect_args": {"timeout": settings.db_connect_timeout}}
     if driver == "asyncpg":
-        return {
-            "connect_args": {
-                "timeout": settings.db_connect_timeout,
-                "statement_cache_size": 0,
-                "prepared_statement_cache_size": 0,
-                "prepared_statement_name_func": _unnamed,
-            }
-        }
+        return {"connect_args": {"timeout": settings.db_connect_timeout, **UNPREPARED}}
     return {
         # Positional parameters, so that the statements run on psycopg's cursor as compiled.
         "paramstyle": "format",
@@ -138,12 +140,6 @@ def psycopg_connections(engine: AsyncEngine) -> None:
                 dbapi_connection.rollback()
 
 
-def _unnamed() -> str:
-    # SQLAlchemy's asyncpg dialect prepares every statement under the name this returns, and the
-    # empty name is the unnamed statement: nothing stays on the session under a name.
-    return ""
-
-
 class PooledPostgresDatabase(PostgresDatabase):
     """PostgreSQL behind a transaction pooler: one autocommit statement per call, bounded.
 
@@ -154,8 +150,14 @@ class PooledPostgresDatabase(PostgresDatabase):
     dead is run once more on a new connection.
     """
 
-    def __init__(self, engine: AsyncEngine, bound: float | None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bound: float | None,
+        prepared: PreparedStatements | None = None,
+    ) -> None:
         super().__init__(engine, bound)
+        self.prepared = prepared
         self._psycopg = engine.dialect.driver == "psycopg"
         self._fast = self._fast or self._psycopg
 
@@ -169,10 +171,23 @@ class PooledPostgresDatabase(PostgresDatabase):
             rows: Sequence[Row] = await cursor.fetchall()
             return rows
 
+    def _retry(self, exc: Exception, statement: Statement, *, dropped: bool) -> bool:
+        # A statement refused for a prepared statement the pooler lost never ran: it runs again
+        # on a new connection, unprepared (service.database.prepared), write or read.
+        if self.prepared is not None and self.prepared.lost(exc):
+            return True
+        return super()._retry(exc, statement, dropped=dropped)
+
     def _idle(self, driver: Any) -> bool:
         return not self._psycopg or driver.info.transaction_status == _IDLE
 
     def _sent(self, exc: Exception) -> bool:
-        native = getattr(exc, "orig", None) or exc
-        refused = getattr(native, "sqlstate", None) == "08P01"
-        return not (refused and str(native).startswith(NOT_FORWARDED))
+        # psycopg raises PgBouncer's error itself; asyncpg a ConnectionDoesNotExistError caused
+        # by it (the connection closed after it).
+        error: BaseException | None = getattr(exc, "orig", None) or exc
+        while error is not None:
+            refused = getattr(error, "sqlstate", None) == "08P01"
+            if refused and str(error).startswith(NOT_FORWARDED):
+                return False
+            error = error.__cause__
+        return True

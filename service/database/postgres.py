@@ -73,7 +73,7 @@ class PostgresDatabase(Database):
     async def _fetch_on_driver(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         compiled = statement.compiled(self.engine.dialect)
         arguments = compiled.arguments(params)
-        retry = not statement.writes
+        retried = False
         while True:
             try:
                 connection = idle_connection(self.engine) or await self.engine.raw_connection()
@@ -93,9 +93,9 @@ class PostgresDatabase(Database):
                 if dropped:
                     await greenlet_spawn(connection.invalidate, exc)
                 await greenlet_spawn(connection.close)
-                if not (dropped and retry and worth_retrying(exc)):
+                if retried or not self._retry(exc, statement, dropped=dropped):
                     raise
-                retry = False
+                retried = True
                 continue
             if self._idle(driver) and returns_without_waiting(self.engine):
                 connection.close()
@@ -107,6 +107,14 @@ class PostgresDatabase(Database):
         """Run one statement on the driver's connection (asyncpg: from its statement cache)."""
         rows: Sequence[Row] = await driver.fetch(sql, *arguments, timeout=self.bound)
         return rows
+
+    def _retry(self, exc: Exception, statement: Statement, *, dropped: bool) -> bool:
+        """Whether to run ``statement`` once more, on another connection, after ``exc``.
+
+        A read whose connection died, if the failure was not one that would come again at once
+        (``worth_retrying``); never a write, which may have been stored.
+        """
+        return dropped and not statement.writes and worth_retrying(exc)
 
     def _idle(self, driver: Any) -> bool:
         """Whether no transaction is left open on ``driver`` (asyncpg opens none by itself)."""
