@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -194,39 +195,80 @@ def redis_key_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "pgbouncer"])
+POOLERS = {"pgbouncer": None, "pgbouncer-prepared": "trixie"}
+"""The PgBouncers the suite runs through, by ``database_url`` parameter: the machine's own
+(Debian 12's 1.18, keeping no prepared statement: ``DB_POOLER=transaction``), and Debian 13's
+(1.24, from the root tools/debian_root.py makes, keeping them: ``DB_POOLER_PREPARED=true`` too)."""
+
+
+@pytest.fixture(params=["sqlite", "postgresql", *POOLERS])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of each kind the service supports: a SQLite file, PostgreSQL, and
-    PostgreSQL through PgBouncer in transaction mode (apps there run with DB_POOLER=transaction)."""
+    PostgreSQL through each PgBouncer in transaction mode (apps there run in its mode)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'heroes.db'}"
         return
-    if request.param == "pgbouncer":
-        yield request.getfixturevalue("pgbouncer_database")
+    if request.param in POOLERS:
+        yield request.getfixturevalue(f"{request.param.replace('-', '_')}_database")
         return
     yield request.getfixturevalue("postgres_database")
 
 
-@pytest.fixture(scope="session")
-def session_pgbouncer(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
-    """PgBouncer in transaction mode in front of the session's PostgreSQL server."""
-    if reason := pgbouncer.missing():
+def start_pgbouncer(suite: str | None, target_url: str, **settings: Any) -> pgbouncer.PgBouncer:
+    """A PgBouncer (the machine's, or Debian ``suite``'s) in front of ``target_url``'s server,
+    started; the test is skipped if it cannot run here, but fails in CI."""
+    if reason := pgbouncer.missing(suite):
         if IN_CI:
             pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
         pytest.skip(reason)
-    url = sa.make_url(postgres_url)
+    url = sa.make_url(target_url)
     target = (url.host or "127.0.0.1", url.port or 5432)
+    return pgbouncer.PgBouncer(target, suite=suite, user=url.username, **settings).start()
+
+
+@pytest.fixture(scope="session")
+def session_pgbouncer(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
+    """The machine's PgBouncer in transaction mode in front of the session's PostgreSQL server."""
     # Four server connections, as in the setup the issue reproduced its failures on.
-    with pgbouncer.PgBouncer(target, user=url.username, pool_size=4) as bouncer:
-        yield bouncer
+    bouncer = start_pgbouncer(POOLERS["pgbouncer"], postgres_url, pool_size=4)
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def session_pgbouncer_prepared(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
+    """Debian 13's PgBouncer, keeping prepared statements, in front of the session's server."""
+    bouncer = start_pgbouncer(POOLERS["pgbouncer-prepared"], postgres_url, pool_size=4)
+    yield bouncer
+    bouncer.stop()
+
+
+def through(bouncer: pgbouncer.PgBouncer, database: str) -> str:
+    """``database`` through ``bouncer``: apps on that URL run in its mode."""
+    url = bouncer.url(database)
+    pgbouncer.POOLED_URLS[url] = bouncer.suite == POOLERS["pgbouncer-prepared"]
+    return url
 
 
 @pytest.fixture
 def pgbouncer_database(postgres_database: str, session_pgbouncer: pgbouncer.PgBouncer) -> str:
     """The session's PostgreSQL database through PgBouncer, with no heroes (emptied afterwards)."""
-    url = session_pgbouncer.url(postgres_database)
-    pgbouncer.POOLED_URLS.add(url)
-    return url
+    return through(session_pgbouncer, postgres_database)
+
+
+@pytest.fixture
+def pgbouncer_prepared_database(
+    postgres_database: str, session_pgbouncer_prepared: pgbouncer.PgBouncer
+) -> str:
+    """The same through the PgBouncer that keeps prepared statements (DB_POOLER_PREPARED=true)."""
+    return through(session_pgbouncer_prepared, postgres_database)
+
+
+@pytest.fixture(params=list(POOLERS))
+def pooled_database(request: pytest.FixtureRequest) -> str:
+    """The session's PostgreSQL database through each PgBouncer, in its mode."""
+    name: str = request.getfixturevalue(f"{request.param.replace('-', '_')}_database")
+    return name
 
 
 @pytest.fixture

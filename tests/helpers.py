@@ -30,7 +30,7 @@ from litestar.testing import TestClient
 from service.http.errors import Error
 from service.settings import Settings
 from tests.live import free_port
-from tests.pgbouncer import pooler_for
+from tests.pgbouncer import pooler_for, prepared_for
 
 Client = TestClient[Litestar]
 
@@ -79,8 +79,13 @@ def assert_error(response: Any, status_code: int, key: str | None = None) -> Err
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
-    """Settings for an app on ``database_url``: in the pooler mode when it is a PgBouncer's."""
-    return Settings(database_url=database_url, db_pooler=pooler_for(database_url), **overrides)
+    """Settings for an app on ``database_url``: in the pooler's mode when it is a PgBouncer's."""
+    return Settings(
+        database_url=database_url,
+        db_pooler=pooler_for(database_url),
+        db_pooler_prepared=prepared_for(database_url),
+        **overrides,
+    )
 
 
 def direct_engine(database_url: str) -> sa.Engine:

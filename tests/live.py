@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from tests.pgbouncer import pooler_for
+from tests.pgbouncer import pooler_environment
 
 REQUEST_TIMEOUT = 30.0
 """A request that takes longer than this counts as a timeout, a failure of the run."""
@@ -82,7 +82,7 @@ class Server:
                     **os.environ,
                     "DATABASE_URL": database_url,
                     # Through the tests' PgBouncer; otherwise the environment's (`just load`).
-                    **({"DB_POOLER": "transaction"} if pooler_for(database_url) != "none" else {}),
+                    **pooler_environment(database_url),
                     "ACCESS_LOG": "false",
                     **env,
                 },

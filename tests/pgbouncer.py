@@ -1,20 +1,29 @@
-"""Debian's PgBouncer, started on a free port for the tests and benchmarks, as deploy/ has it.
+"""PgBouncer, started on a free port for the tests and benchmarks, as deploy/ has it.
 
 It runs the repository's example, ``deploy/pgbouncer.ini`` (transaction mode and the rest),
 but for where it listens, how it authenticates (trust), the pool size and the queue's timeout
 when a test sets them, and its database line: every database name goes to the PostgreSQL server
 under test, with the example's options (``timezone=UTC``). PgBouncer refuses to run as root: as
 root it is started with ``-u postgres``, its files in a directory that user can read.
+
+Two builds: the machine's own ``pgbouncer`` (Debian 12's 1.18 here and in CI), which keeps no
+prepared statement, and Debian 13's (1.24, ``suite="trixie"``), which keeps them
+(``max_prepared_statements``), run inside the Debian 13 root that ``tools/debian_root.py`` makes
+and caches (``.ci/run`` makes it first). A setting of the example that a build does not know
+(``max_prepared_statements`` before 1.21) is left out for it.
 """
 
 from __future__ import annotations
 
 import configparser
+import functools
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,15 +33,23 @@ import psycopg
 import sqlalchemy as sa
 
 from service.settings import Pooler
+from tools import debian_root
 
-POOLED_URLS: set[str] = set()
-"""Database URLs that reach PostgreSQL through a test PgBouncer: apps on them run in the pooler
-mode (``DB_POOLER=transaction``), as an operator would set it for that URL."""
+POOLED_URLS: dict[str, bool] = {}
+"""Database URLs that reach PostgreSQL through a test PgBouncer, and whether that one keeps
+prepared statements: apps on them run in the pooler mode (``DB_POOLER=transaction``, and
+``DB_POOLER_PREPARED=true`` where it keeps them), as an operator would set it for that URL."""
 BINARY = "pgbouncer"
-EXAMPLE = Path(__file__).parents[1] / "deploy" / "pgbouncer.ini"
+REPOSITORY = Path(__file__).parents[1]
+EXAMPLE = REPOSITORY / "deploy" / "pgbouncer.ini"
 """The configuration the repository recommends; the tests run it."""
+DEBIAN_ROOT = REPOSITORY / "tools" / "debian_root.py"
+"""Makes the Debian roots and runs commands inside them."""
 RUN_AS = "postgres"
 """The user PgBouncer runs as when started by root."""
+SINCE = {"max_prepared_statements": (1, 21)}
+"""Settings of the example that older PgBouncers refuse (they stop at an unknown setting), and
+the version that knows each."""
 
 
 def pooler_for(database_url: str) -> Pooler:
@@ -40,11 +57,45 @@ def pooler_for(database_url: str) -> Pooler:
     return "transaction" if database_url in POOLED_URLS else "none"
 
 
-def missing() -> str | None:
-    """Why PgBouncer cannot be started here, or None."""
-    if shutil.which(BINARY) is None:
-        return "pgbouncer is not installed (apt-get install pgbouncer)"
+def prepared_for(database_url: str) -> bool:
+    """``DB_POOLER_PREPARED`` for an app on ``database_url``: through a PgBouncer that keeps
+    prepared statements."""
+    return POOLED_URLS.get(database_url, False)
+
+
+def pooler_environment(database_url: str) -> dict[str, str]:
+    """``DB_POOLER`` and ``DB_POOLER_PREPARED`` for a server on ``database_url``, when through a
+    test PgBouncer; nothing otherwise (the environment's then, as for ``just load``)."""
+    if database_url not in POOLED_URLS:
+        return {}
+    prepared = "true" if prepared_for(database_url) else "false"
+    return {"DB_POOLER": "transaction", "DB_POOLER_PREPARED": prepared}
+
+
+def missing(suite: str | None = None) -> str | None:
+    """Why PgBouncer (the machine's, or that of the Debian root ``suite``) cannot start here."""
+    if suite is None:
+        if shutil.which(BINARY) is None:
+            return "pgbouncer is not installed (apt-get install pgbouncer)"
+        return None
+    if os.geteuid() != 0:
+        return f"the Debian {suite} root's PgBouncer runs with chroot, which needs root"
+    if not (debian_root.root_directory(suite) / ".complete").exists():
+        return f"the Debian {suite} root is not made: python3 tools/debian_root.py path {suite}"
     return None
+
+
+@functools.cache
+def version(suite: str | None = None) -> tuple[int, ...]:
+    """The version of PgBouncer (the machine's, or that of the Debian root ``suite``)."""
+    command = [BINARY, "--version"]
+    if suite is not None:
+        command = [sys.executable, str(DEBIAN_ROOT), "run", suite, "--", *command]
+    said = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"PgBouncer (\d+)\.(\d+)", said)
+    if found is None:
+        raise RuntimeError(f"{' '.join(command)} said: {said}")
+    return int(found[1]), int(found[2])
 
 
 class PgBouncer:
@@ -54,16 +105,21 @@ class PgBouncer:
         self,
         target: tuple[str, int],
         *,
+        suite: str | None = None,
         user: str | None = None,
         pool_size: int | None = None,
+        port: int | None = None,
         **settings: str | int | float | Path,
     ) -> None:
         """Configure it (nothing runs until :meth:`start`); ``settings`` go to ``[pgbouncer]``.
 
-        ``user``: the PostgreSQL user the clients connect as (``postgres`` by default);
-        ``pool_size``: ``default_pool_size``, the example's unless given.
+        ``suite``: the Debian root whose PgBouncer to run (``trixie``), or None for the
+        machine's own; ``user``: the PostgreSQL user the clients connect as (``postgres`` by
+        default); ``pool_size``: ``default_pool_size``, the example's unless given; ``port``:
+        where it listens (default: a free port), to stand in for another one stopped there.
         """
         self.target = target
+        self.suite = suite
         self.users = sorted({RUN_AS, user or RUN_AS})
         example = configparser.ConfigParser(
             comment_prefixes=(";", "#"), inline_comment_prefixes=None, interpolation=None
@@ -75,9 +131,11 @@ class PgBouncer:
             for option in database.split()
             if option.partition("=")[0] not in ("host", "port", "dbname")
         )
-        with socket.socket() as sock:  # a free port (tests.live, which imports this, has one too)
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
+        self.port: int = port or 0
+        if not port:
+            with socket.socket() as sock:  # a free port (as tests.live, which imports this, finds)
+                sock.bind(("127.0.0.1", 0))
+                self.port = sock.getsockname()[1]
         self.directory = Path(tempfile.mkdtemp(prefix="hero-pgbouncer-"))
         self.settings: dict[str, str | int | float | Path] = {
             **example["pgbouncer"],
@@ -90,6 +148,9 @@ class PgBouncer:
             **({"default_pool_size": pool_size} if pool_size else {}),
             **settings,
         }
+        for name, since in SINCE.items():
+            if version(suite) < since:
+                self.settings.pop(name, None)
         self.log = self.directory / "pgbouncer.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -109,6 +170,11 @@ class PgBouncer:
         config.write_text("\n".join(lines) + "\n")
         self.directory.chmod(0o755)
         command = [BINARY, *(["-u", RUN_AS] if os.geteuid() == 0 else []), str(config)]
+        if self.suite is not None:
+            # The root's PgBouncer becomes this process (see tools/debian_root.py), its files
+            # at the same paths inside.
+            inside = ["run", self.suite, "--bind", str(self.directory), "--"]
+            command = [sys.executable, str(DEBIAN_ROOT), *inside, *command]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -22,7 +22,7 @@ from litestar.testing import TestClient
 from service.app import create_app
 from service.settings import Settings
 from tests import pgbouncer
-from tests.conftest import IN_CI, POSTGRES_SERVER, migrate
+from tests.conftest import IN_CI, POOLERS, POSTGRES_SERVER, migrate, start_pgbouncer
 from tests.helpers import Client, TcpProxy, assert_error, create, new_hero
 
 
@@ -239,36 +239,36 @@ def test_postgres_going_away_behind_pgbouncer_is_503_and_recovery_is_automatic(
     assert "During" not in names
 
 
-@pytest.mark.parametrize("stopped", ["PostgreSQL", "PostgreSQL behind PgBouncer", "PgBouncer"])
+@pytest.mark.parametrize(
+    ("stopped", "pooler"),
+    [
+        ("PostgreSQL", None),
+        *[(stopped, pooler) for pooler in POOLERS for stopped in ("PostgreSQL", "PgBouncer")],
+    ],
+)
 def test_writes_while_the_database_cannot_be_reached_are_503_and_nothing_stored(
-    postgres_database: str, proxy: TcpProxy, stopped: str
+    postgres_database: str, proxy: TcpProxy, stopped: str, pooler: str | None
 ) -> None:
     """Connections cut and new ones refused: no statement is sent, so none is in doubt.
 
-    Straight to PostgreSQL (the direct mode), and through PgBouncer (the pooler mode) with
+    Straight to PostgreSQL (the direct mode), and through each PgBouncer (in its mode) with
     PostgreSQL or PgBouncer itself stopped; several writes, so that both the pooled connection
-    found dead and the connects that fail afterwards are answered."""
+    found dead and the connects that fail afterwards are answered.
+    """
+    url = sa.make_url(postgres_database).set(port=proxy.port)
+    proxied = url.render_as_string(hide_password=False)
     with contextlib.ExitStack() as stack:
-        if stopped == "PostgreSQL":
-            url = sa.make_url(postgres_database).set(port=proxy.port)
-            settings = Settings(
-                database_url=url.render_as_string(hide_password=False), db_connect_timeout=2
-            )
+        if pooler is None:
+            settings = Settings(database_url=proxied, db_connect_timeout=2)
             stop = proxy.stop
         else:
-            if reason := pgbouncer.missing():
-                if IN_CI:
-                    pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
-                pytest.skip(reason)
-            user = sa.make_url(postgres_database).username
-            bouncer = stack.enter_context(
-                pgbouncer.PgBouncer(
-                    ("127.0.0.1", proxy.port), user=user, pool_size=1, query_wait_timeout=1
-                )
-            )
+            suite = POOLERS[pooler]
+            bouncer = start_pgbouncer(suite, proxied, pool_size=1, query_wait_timeout=1)
+            stack.callback(bouncer.stop)
             settings = Settings(
                 database_url=bouncer.url(postgres_database),
                 db_pooler="transaction",
+                db_pooler_prepared=pooler == "pgbouncer-prepared",
                 db_connect_timeout=2,
             )
             stop = bouncer.stop if stopped == "PgBouncer" else proxy.stop

@@ -1,10 +1,16 @@
-"""Behind a transaction pooler (``DB_POOLER=transaction``): nothing is left on a server session.
+"""Behind a transaction pooler (``DB_POOLER=transaction``): nothing is left on a server session
+but what the pooler keeps.
 
 PgBouncer in ``pool_mode = transaction`` gives each transaction whichever server session is free,
 one that other clients, or this service before it restarted, used before. The API suite runs
-there too (the ``pgbouncer`` parameter of ``database_url``); these tests check what only a pooler
-shows: a restarted, several-worker service starts and serves, a server session holds no
-prepared statement and no setting of the service afterwards, and migrations run through it.
+through two (the ``pgbouncer`` and ``pgbouncer-prepared`` parameters of ``database_url``), each
+in its mode: Debian 12's 1.18, which keeps no prepared statement (the service prepares none
+there), and Debian 13's 1.24, which keeps them (``DB_POOLER_PREPARED=true``: asyncpg's statement
+cache, which PgBouncer prepares on the server under names of its own). These tests check what only
+a pooler shows, through each: restarted services of several workers start and serve, a server
+session holds no prepared statement but PgBouncer's and no setting of the service afterwards,
+migrations run through it; and ``DB_POOLER_PREPARED=true`` through a pooler that does not keep
+prepared statements (1.18) goes on without them by itself, and says so.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 import psycopg
@@ -28,49 +35,71 @@ from service.app import create_app
 from service.database.engines import create_engine, database_config
 from service.settings import Settings
 from tests import pgbouncer
-from tests.conftest import IN_CI, POSTGRES_SERVER
-from tests.helpers import create, settings_for
-from tests.live import running_server
+from tests.conftest import POOLERS, POSTGRES_SERVER, CapturedLogs, start_pgbouncer
+from tests.helpers import Client, create, new_hero
+from tests.live import run_load, running_server
 
 PGBOUNCER_SETTINGS = frozenset(
     {"client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"}
 )
 """The settings PgBouncer itself gives each server session, as each client asked for them."""
+KEPT_BY_PGBOUNCER = "PGBOUNCER_"
+"""How the names begin of the statements PgBouncer 1.21+ prepares on a server session."""
+LOST_STATEMENT = ("DuplicatePreparedStatement", "InvalidSQLStatementName", "prepared statement")
+"""What a worker's log says when a pooler mixes up prepared statements."""
 
 
 @pytest.mark.live
-def test_two_workers_behind_pgbouncer_start_and_serve_again_after_a_restart(
-    pgbouncer_database: str,
+@pytest.mark.parametrize("workers", [2, 4])
+def test_workers_behind_pgbouncer_start_serve_and_start_again_losing_no_prepared_statement(
+    pooled_database: str, workers: int, tmp_path: Path
 ) -> None:
     served = []
+    loads = []
+    logs = []
     for start in ("first", "second"):
-        # A connection per request, so that both workers answer.
+        log = tmp_path / f"{start}.log"
+        # A connection per request, so that every worker answers.
         with (
-            running_server(pgbouncer_database, workers=2) as server,
+            running_server(pooled_database, workers=workers, log=log) as server,
             httpx.Client(base_url=server.url, headers={"Connection": "close"}) as http,
         ):
             for n in range(4):
                 body = {"name": f"{start} start {n}", "secret_name": "s"}
                 hero = http.post("/heroes", json=body).json()
                 served.append(http.get(f"/heroes/{hero['id']}").json())
-            assert http.get("/heroes?count=true").headers["x-total-count"] == str(len(served))
+            loads.append(asyncio.run(run_load(server.url, clients=16, seconds=3)))
+        logs += log.read_text(errors="replace").splitlines()
 
     assert [hero["name"] for hero in served] == [
         f"{start} start {n}" for start in ("first", "second") for n in range(4)
     ]
+    for load in loads:
+        assert load.requests > 0, load.summary()
+        assert load.server_errors == 0, load.summary()
+    assert [line for line in logs if any(said in line for said in LOST_STATEMENT)] == []
 
 
-@pytest.fixture
-def one_session(postgres_database: str) -> Iterator[pgbouncer.PgBouncer]:
-    """A PgBouncer of its own with a single server session, so every transaction meets it."""
-    if reason := pgbouncer.missing():
-        if IN_CI:
-            pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
-        pytest.skip(reason)
-    url = sa.make_url(postgres_database)
-    target = (url.host or "127.0.0.1", url.port or 5432)
-    with pgbouncer.PgBouncer(target, user=url.username, pool_size=1) as bouncer:
-        yield bouncer
+class OneSession(NamedTuple):
+    """A PgBouncer with a single server session, and the mode the service runs through it."""
+
+    bouncer: pgbouncer.PgBouncer
+    prepared: bool
+    """Whether it keeps prepared statements: the service runs with ``DB_POOLER_PREPARED``."""
+
+    def settings(self, database_url: str, **overrides: Any) -> Settings:
+        """Settings for an app on ``database_url`` through this PgBouncer, in its mode."""
+        mode = {"db_pooler": "transaction", "db_pooler_prepared": self.prepared}
+        return Settings(database_url=self.bouncer.url(database_url), **{**mode, **overrides})
+
+
+@pytest.fixture(params=list(POOLERS))
+def one_session(request: pytest.FixtureRequest, postgres_database: str) -> Iterator[OneSession]:
+    """Each of the suite's PgBouncers, of its own with one server session, so that every
+    transaction meets it."""
+    bouncer = start_pgbouncer(POOLERS[request.param], postgres_database, pool_size=1)
+    yield OneSession(bouncer, prepared=request.param == "pgbouncer-prepared")
+    bouncer.stop()
 
 
 def left_on_the_session(url: str) -> tuple[list[str], set[str]]:
@@ -83,57 +112,76 @@ def left_on_the_session(url: str) -> tuple[list[str], set[str]]:
     return [name for (name,) in prepared], {name for (name,) in settings}
 
 
-@pytest.mark.parametrize("driver", ["postgresql", "postgresql+asyncpg"])
-def test_every_operation_leaves_nothing_on_the_server_session(
-    postgres_database: str, one_session: pgbouncer.PgBouncer, driver: str
-) -> None:
-    url = one_session.url(postgres_database).replace("postgresql", driver, 1)
-    settings = Settings(database_url=url, db_pooler="transaction")
-    with TestClient[Litestar](create_app(settings)) as client:  # the startup's schema check
-        hero = create(client, "Session")
-        create(client, "Session too")
-        path = f"/heroes/{hero['id']}"
-        etag = client.get(path).headers["etag"]
-        answers = [
-            client.get("/heroes?limit=1&count=true&name_prefix=ses&order_by=-age"),
-            client.get(client.get("/heroes?limit=1").links["next"]["url"]),
-            client.patch(path, json={"age": 3}, headers={"If-Match": etag}),
-            client.get(path),
-            client.get("/health/ready"),
-            client.delete(path),
-        ]
-        prepared, session_settings = left_on_the_session(url.replace(driver, "postgresql", 1))
+def every_operation(client: Client) -> list[httpx.Response]:
+    """Each operation of the API, and the readiness check, once or more: their answers."""
+    hero = create(client, "Session")
+    create(client, "Session too")
+    path = f"/heroes/{hero['id']}"
+    etag = client.get(path).headers["etag"]
+    return [
+        client.get("/heroes?limit=1&count=true&name_prefix=ses&order_by=-age"),
+        client.get(client.get("/heroes?limit=1").links["next"]["url"]),
+        client.patch(path, json={"age": 3}, headers={"If-Match": etag}),
+        client.get(path),
+        client.get("/health/ready"),
+        client.post("/heroes", json=new_hero("Keyed"), headers={"Idempotency-Key": "k-1"}),
+        client.delete(path),
+    ]
 
-    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 200], answers
-    assert prepared == []
+
+@pytest.mark.parametrize(
+    ("one_session", "driver"),
+    [
+        ("pgbouncer", "postgresql"),
+        ("pgbouncer", "postgresql+asyncpg"),
+        ("pgbouncer-prepared", "postgresql"),
+    ],
+    indirect=["one_session"],
+)
+def test_every_operation_leaves_nothing_on_the_server_session_but_what_the_pooler_keeps(
+    postgres_database: str, one_session: OneSession, driver: str
+) -> None:
+    settings = one_session.settings(postgres_database.replace("postgresql", driver, 1))
+    with TestClient[Litestar](create_app(settings)) as client:  # the startup's schema check
+        answers = every_operation(client)
+        prepared, session_settings = left_on_the_session(one_session.bouncer.url(postgres_database))
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 201, 200], answers
+    assert [name for name in prepared if not name.startswith(KEPT_BY_PGBOUNCER)] == []
+    assert bool(prepared) is one_session.prepared  # through 1.24, the statements were prepared
     assert session_settings <= PGBOUNCER_SETTINGS
 
 
-def test_migrations_run_through_the_pooler(
-    postgres_url: str, session_pgbouncer: pgbouncer.PgBouncer
+def test_migrations_run_through_the_pooler_leaving_nothing_but_what_it_keeps(
+    postgres_url: str, one_session: OneSession
 ) -> None:
     name = f"hero_pooled_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     direct = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    url = session_pgbouncer.url(direct)
-    pgbouncer.POOLED_URLS.add(url)
+    settings = one_session.settings(direct)
     try:
-        AlembicCommands(sqlalchemy_config=database_config(settings_for(url))).upgrade("head")
-        with TestClient[Litestar](create_app(settings_for(url))) as client:
+        AlembicCommands(sqlalchemy_config=database_config(settings)).upgrade("head")
+        prepared, session_settings = left_on_the_session(settings.database_url)
+        with TestClient[Litestar](create_app(settings)) as client:
             hero = create(client, "Migrated through PgBouncer")
             assert client.get(f"/heroes/{hero['id']}").json() == hero
     finally:
         with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
+    assert [name for name in prepared if not name.startswith(KEPT_BY_PGBOUNCER)] == []
+    assert session_settings <= PGBOUNCER_SETTINGS
 
+
+@pytest.mark.parametrize("one_session", ["pgbouncer"], indirect=True)
 def test_a_connection_given_back_in_a_transaction_frees_the_server_session(
-    postgres_database: str, one_session: pgbouncer.PgBouncer
+    postgres_database: str, one_session: OneSession
 ) -> None:
-    url = one_session.url(postgres_database)
-    engine = create_engine(Settings(database_url=url, db_pooler="transaction", db_pool_size=1))
+    settings = one_session.settings(postgres_database, db_pool_size=1)
+    engine = create_engine(settings)
     assert isinstance(engine, AsyncEngine)
+    url = settings.database_url
 
     async def scenario() -> None:
         connection = await engine.raw_connection()
@@ -150,3 +198,62 @@ def test_a_connection_given_back_in_a_transaction_frees_the_server_session(
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+# DB_POOLER_PREPARED=true through a pooler that keeps no prepared statement ------------------
+
+
+def said_once(logs: CapturedLogs) -> bool:
+    """Whether the service warned, once, that the pooler keeps no prepared statement."""
+    said = [r for r in logs.records if "DB_POOLER_PREPARED" in r.getMessage()]
+    return [r.levelname for r in said] == ["WARNING"]
+
+
+@pytest.mark.parametrize("one_session", ["pgbouncer"], indirect=True)
+def test_the_prepared_mode_through_a_pooler_keeping_none_runs_unprepared_and_says_so(
+    postgres_database: str, one_session: OneSession, all_logs: CapturedLogs
+) -> None:
+    settings = one_session.settings(postgres_database, db_pooler_prepared=True)
+    with TestClient[Litestar](create_app(settings)) as client:
+        answers = every_operation(client)
+        prepared, session_settings = left_on_the_session(settings.database_url)
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 201, 200], answers
+    assert prepared == []
+    assert session_settings <= PGBOUNCER_SETTINGS
+    assert said_once(all_logs)
+
+
+def test_prepared_statements_the_pooler_loses_later_are_run_again_unprepared(
+    postgres_database: str, all_logs: CapturedLogs
+) -> None:
+    """PgBouncer restarted without keeping prepared statements (1.18 where 1.24 was): the first
+    statement refused for it runs again at once, unprepared, and so does every later one."""
+    keeping = start_pgbouncer(POOLERS["pgbouncer-prepared"], postgres_database, pool_size=1)
+    url = keeping.url(postgres_database)
+    settings = Settings(database_url=url, db_pooler="transaction", db_pooler_prepared=True)
+    try:
+        with TestClient[Litestar](create_app(settings)) as client:
+            path = f"/heroes/{create(client, 'Before')['id']}"
+            keeping.stop()
+            plain = start_pgbouncer(
+                POOLERS["pgbouncer"], postgres_database, pool_size=1, port=keeping.port
+            )
+            try:
+                # Prepared again, under asyncpg's names, on the one server session.
+                warm = [client.get(path), client.post("/heroes", json=new_hero("Warm"))]
+                with psycopg.connect(url, autocommit=True, prepare_threshold=None) as other:
+                    other.execute("DEALLOCATE ALL")  # what a restart or another client does
+                after = [client.get(path), client.post("/heroes", json=new_hero("After"))]
+                names = [h["name"] for h in client.get("/heroes").json()]
+                prepared, _ = left_on_the_session(url)
+            finally:
+                plain.stop()
+    finally:
+        keeping.stop()
+
+    assert [a.status_code for a in warm] == [200, 201]
+    assert [a.status_code for a in after] == [200, 201]
+    assert names == ["Before", "Warm", "After"]
+    assert prepared == []
+    assert said_once(all_logs)

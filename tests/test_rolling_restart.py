@@ -4,8 +4,9 @@ On SIGTERM with ``SHUTDOWN_DRAIN_SECONDS`` set, the service first answers 503 on
 ``/health/ready`` while it keeps serving, so that a balancer's health checks take it out of
 rotation; only then does it stop accepting connections. The rolling restart puts two instances
 of two workers behind HAProxy (Debian's, ``retries 0``, as kube-proxy and most cloud balancers
-do not retry either), on PostgreSQL through PgBouncer, and restarts each in turn under a steady
-mixed load: no request may fail and no acknowledged write may be lost.
+do not retry either), on PostgreSQL through each of the suite's PgBouncers in its mode (1.18
+unprepared, 1.24 with prepared statements), and restarts each in turn under a steady mixed load:
+no request may fail and no acknowledged write may be lost.
 """
 
 from __future__ import annotations
@@ -215,13 +216,13 @@ def haproxy_installed() -> None:
 
 
 @pytest.fixture
-def instances(pgbouncer_database: str, haproxy_installed: None) -> Iterator[list[Server]]:
-    """Two instances of two workers on PostgreSQL through PgBouncer, each with the drain set."""
+def instances(pooled_database: str, haproxy_installed: None) -> Iterator[list[Server]]:
+    """Two instances of two workers on PostgreSQL through a PgBouncer, each with the drain set."""
     drain = HAProxy.CHECK_INTERVAL_MS / 1000 * (HAProxy.FALL + 1) + 0.5
     started: list[Server] = []
     try:
         for _ in range(2):
-            started.append(Server(pgbouncer_database, workers=2, SHUTDOWN_DRAIN_SECONDS=str(drain)))
+            started.append(Server(pooled_database, workers=2, SHUTDOWN_DRAIN_SECONDS=str(drain)))
         yield started
     finally:
         for server in started:
@@ -230,7 +231,7 @@ def instances(pgbouncer_database: str, haproxy_installed: None) -> Iterator[list
 
 @pytest.mark.alone  # 16 clients and four workers restarting, timed by HAProxy's health checks
 def test_rolling_restart_behind_a_balancer_fails_no_request_and_loses_no_write(
-    pgbouncer_database: str, instances: list[Server]
+    pooled_database: str, instances: list[Server]
 ) -> None:
     balancer = HAProxy([server.port for server in instances])
     try:
@@ -253,7 +254,7 @@ def test_rolling_restart_behind_a_balancer_fails_no_request_and_loses_no_write(
                 balancer.wait_until(f"app{n}", "DOWN")
                 assert server.process.wait(timeout=60) == 0
                 server.stop()  # removes its log
-                instances[n] = Server(pgbouncer_database, workers=2, port=server.port)
+                instances[n] = Server(pooled_database, workers=2, port=server.port)
                 balancer.wait_until(f"app{n}", "UP")
                 restarts.append(time.monotonic() - started)
             time.sleep(1)
