@@ -1,17 +1,24 @@
 """What ``DB_POOLER=transaction`` costs: the drivers alone, and the service called in-process.
 
-Starts its own PgBouncer (transaction mode, ``default_pool_size`` 10) in front of the PostgreSQL
-server of the tests, on a fresh database of 1,000 heroes, dropped afterwards. Two measurements,
-each the best of ``--repeats`` rounds (CPU time is the least noisy figure on a shared machine):
+Starts its own two PgBouncers (transaction mode, ``default_pool_size`` 10, as
+``deploy/pgbouncer.ini`` has it) in front of the PostgreSQL server of the tests, on a fresh
+database of 1,000 heroes, dropped afterwards: the machine's (Debian 12's 1.18), which keeps no
+prepared statement, and Debian 13's (1.24, from the root ``tools/debian_root.py`` makes), which
+keeps them (``max_prepared_statements``). The measurements, each the best of ``--repeats`` rounds
+(CPU time is the least noisy figure on a shared machine):
 
 - ``drivers``: 10 connections, each running ``--queries``/10 selects by id one after the other;
   queries per second, and the client's CPU time per query. asyncpg with its statement cache
-  (the direct mode), asyncpg without it and psycopg 3 unprepared (``prepare_threshold=None``),
-  each straight to PostgreSQL and through PgBouncer.
+  (the direct mode, and ``DB_POOLER_PREPARED=true``), asyncpg without it, psycopg 3 unprepared
+  (``prepare_threshold=None``, the pooler mode) and prepared (``prepare_threshold=0``), each
+  straight to PostgreSQL and through each PgBouncer.
 - ``service``: the app built by ``create_app`` and called as an ASGI app in this process (no
   HTTP server, no socket to the client), 10 requests in flight; requests per second and the
-  process's CPU time per request, for get-one, list-20 and create, in the direct mode and in
-  the pooler mode on each driver, straight to PostgreSQL and through PgBouncer.
+  process's CPU time per request, for get-one, list-20 and create, in the direct mode, in the
+  pooler mode on each driver, straight to PostgreSQL and through PgBouncer 1.18, and in the
+  prepared pooler mode through PgBouncer 1.24.
+- ``instructions`` (``--instructions``): each mode's instructions per request, counted by
+  callgrind in a process of its own.
 
 Run it from the repository root: ``python -m tests.benchmarks.pooler [--help]``.
 """
@@ -22,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import random
 import re
 import shutil
@@ -31,6 +39,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,8 +52,24 @@ from litestar import Litestar
 
 from service.app import create_app
 from service.settings import Settings
+from tests.benchmarks.run import cpu_model, package_versions, service_revision
 from tests.conftest import POSTGRES_SERVER, migrate
-from tests.pgbouncer import PgBouncer
+from tests.pgbouncer import PgBouncer, missing, version
+
+KEEPING = "trixie"
+"""The Debian root whose PgBouncer (1.24) keeps prepared statements."""
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS-pooler.md"
+"""The report kept in the repository: what a run printed, with what it was run on."""
+REPORT: list[str] = []
+"""What this run has printed so far."""
+
+
+def emit(text: str) -> None:
+    """Print a line of the report, and keep it for the results file."""
+    print(text, flush=True)
+    REPORT.append(text)
+
 
 CONNECTIONS = 10
 ROWS = 1000
@@ -124,7 +149,20 @@ DRIVERS: list[tuple[str, Callable[[str], Awaitable[Any]], Query]] = [
         lambda url: psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None),
         psycopg_query,
     ),
+    (
+        "psycopg 3, prepared",
+        lambda url: psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=0),
+        psycopg_query,
+    ),
 ]
+
+
+class Poolers(NamedTuple):
+    """The run's two PgBouncers: the machine's (1.18), and Debian 13's (1.24), which keeps
+    prepared statements."""
+
+    plain: PgBouncer
+    keeping: PgBouncer
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,28 +225,31 @@ async def driver_rounds(
     return DriverMeasure(rate, client, min(pooler) if pooler else None, min(server))
 
 
-async def drivers(direct: str, bouncer: PgBouncer, args: argparse.Namespace) -> None:
+async def drivers(direct: str, poolers: Poolers, args: argparse.Namespace) -> None:
     """The table of the drivers alone."""
-    print(
+    emit(
         f"\nDrivers alone, {CONNECTIONS} connections, select by id, {args.queries} queries "
         f"per round, best of {args.repeats}: queries/s, and CPU µs per query of the client, "
         "PgBouncer and the PostgreSQL backends\n"
     )
-    print(
-        "| driver | direct q/s | client / server CPU | through PgBouncer q/s "
+    emit(
+        "| driver | direct q/s | client / server CPU | through PgBouncer 1.18 q/s "
+        "| client / PgBouncer / server CPU | through PgBouncer 1.24 q/s "
         "| client / PgBouncer / server CPU |"
     )
-    print("|---|---:|---:|---:|---:|")
+    emit("|---|---:|---:|---:|---:|---:|---:|")
     for name, connect, query in DRIVERS:
         there = await driver_rounds(direct, connect, query, args, None)
-        try:
-            m = await driver_rounds(bouncer.url(direct), connect, query, args, bouncer)
-            cells = f"{m.rate:,.0f} | {m.client:.0f} / {m.pooler:.0f} / {m.server:.0f}"
-        except (asyncpg.PostgresError, psycopg.Error) as exc:
-            cells = f"fails: {type(exc).__name__} | -"
-        print(
-            f"| {name} | {there.rate:,.0f} | {there.client:.0f} / {there.server:.0f} | {cells} |",
-            flush=True,
+        cells = []
+        for bouncer in poolers:
+            try:
+                m = await driver_rounds(bouncer.url(direct), connect, query, args, bouncer)
+                cells.append(f"{m.rate:,.0f} | {m.client:.0f} / {m.pooler:.0f} / {m.server:.0f}")
+            except (asyncpg.PostgresError, psycopg.Error) as exc:
+                cells.append(f"fails: {type(exc).__name__} | -")
+        emit(
+            f"| {name} | {there.rate:,.0f} | {there.client:.0f} / {there.server:.0f} "
+            f"| {' | '.join(cells)} |"
         )
 
 
@@ -289,8 +330,9 @@ async def scenario_round(app: Litestar, name: str, requests: int) -> Measure:
     return await timed(requests, run)
 
 
-def service_variants(direct: str, through: str) -> dict[str, Settings]:
-    """The modes measured: the direct mode, and the pooler mode on each driver and path."""
+def service_variants(direct: str, through: str, keeping: str) -> dict[str, Settings]:
+    """The modes measured: the direct mode, the pooler mode on each driver and path, and the
+    prepared pooler mode through the PgBouncer that keeps prepared statements (at ``keeping``)."""
     base: dict[str, Any] = {"access_log": False, "db_pool_size": CONNECTIONS}
     asyncpg_direct = direct.replace("postgresql://", "postgresql+asyncpg://", 1)
     asyncpg_through = through.replace("postgresql://", "postgresql+asyncpg://", 1)
@@ -298,20 +340,23 @@ def service_variants(direct: str, through: str) -> dict[str, Settings]:
     return {
         "direct mode (asyncpg, cache on), straight": Settings(database_url=direct, **base),
         "pooler mode, psycopg, straight": Settings(database_url=direct, **pooled),
-        "pooler mode, psycopg, through PgBouncer": Settings(database_url=through, **pooled),
+        "pooler mode, psycopg, through PgBouncer 1.18": Settings(database_url=through, **pooled),
         "pooler mode, asyncpg (cache off), straight": Settings(
             database_url=asyncpg_direct, **pooled
         ),
-        "pooler mode, asyncpg (cache off), through PgBouncer": Settings(
+        "pooler mode, asyncpg (cache off), through PgBouncer 1.18": Settings(
             database_url=asyncpg_through, **pooled
+        ),
+        "prepared pooler mode (asyncpg, cache on), through PgBouncer 1.24": Settings(
+            database_url=keeping, db_pooler_prepared=True, **pooled
         ),
     }
 
 
-async def service(direct: str, bouncer: PgBouncer, args: argparse.Namespace) -> None:
+async def service(direct: str, poolers: Poolers, args: argparse.Namespace) -> None:
     """The table of the service in-process: requests per second and CPU time."""
-    variants = service_variants(direct, bouncer.url(direct))
-    print(
+    variants = service_variants(direct, *(bouncer.url(direct) for bouncer in poolers))
+    emit(
         f"\nThe service in-process, {CONNECTIONS} requests in flight, {args.requests} requests "
         f"per round, best of {args.repeats} (the modes take turns in each round): requests/s "
         "and µs of CPU per request\n"
@@ -331,39 +376,39 @@ async def service(direct: str, bouncer: PgBouncer, args: argparse.Namespace) -> 
                     rounds.setdefault((label, name), []).append(
                         await scenario_round(app, name, args.requests)
                     )
-    print("| mode | " + " | ".join(f"{n} rps | {n} µs CPU" for n in names) + " |")
-    print("|---|" + "---:|" * (2 * len(names)))
+    emit("| mode | " + " | ".join(f"{n} rps | {n} µs CPU" for n in names) + " |")
+    emit("|---|" + "---:|" * (2 * len(names)))
     for label in variants:
         measured = {name: best(rounds[label, name]) for name in names}
         cells = " | ".join(f"{measured[n][0]:,.0f} | {measured[n][1]:.0f}" for n in names)
-        print(f"| {label} | {cells} |", flush=True)
+        emit(f"| {label} | {cells} |")
 
 
-def instructions(direct: str, bouncer: PgBouncer, args: argparse.Namespace) -> None:
+def instructions(direct: str, poolers: Poolers, args: argparse.Namespace) -> None:
     """The table of instructions per request, each mode in a process of its own under callgrind."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    through = bouncer.url(direct)
-    print(
+    through, keeping = (bouncer.url(direct) for bouncer in poolers)
+    emit(
         f"\nThe service in-process under callgrind, {CONNECTIONS} requests in flight: "
         f"instructions per request (thousands), over {args.requests} requests\n"
     )
     names = list(SCENARIOS)
-    print("| mode | " + " | ".join(names) + " |")
-    print("|---|" + "---:|" * len(names))
-    for label in service_variants(direct, through):
+    emit("| mode | " + " | ".join(names) + " |")
+    emit("|---|" + "---:|" * len(names))
+    for label in service_variants(direct, through, keeping):
         if args.mode and not any(wanted in label for wanted in args.mode):
             continue
         command = [
             "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
             sys.executable, "-m", "tests.benchmarks.pooler",
-            "--child", label, "--direct", direct, "--through", through,
+            "--child", label, "--direct", direct, "--through", through, "--keeping", keeping,
             "--requests", str(args.requests),
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         counts = json.loads(done.stdout.strip().splitlines()[-1])
         cells = " | ".join(f"{counts[name] / 1000:,.0f}" for name in names)
-        print(f"| {label} | {cells} |", flush=True)
+        emit(f"| {label} | {cells} |")
 
 
 def instructions_so_far() -> int:
@@ -383,7 +428,7 @@ def instructions_so_far() -> int:
 
 async def child(args: argparse.Namespace) -> None:
     """Under callgrind: one mode's instructions per request, per scenario, as JSON."""
-    settings = service_variants(args.direct, args.through)[args.child]
+    settings = service_variants(args.direct, args.through, args.keeping)[args.child]
     app = create_app(settings)
     counts: dict[str, float] = {}
     async with app.lifespan():
@@ -416,22 +461,51 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         help="count instructions only for the modes whose name holds one of these words",
     )
+    parser.add_argument(
+        "--no-save", action="store_true", help=f"print only; leave {RESULTS.name} alone"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--direct", help=argparse.SUPPRESS)
     parser.add_argument("--through", help=argparse.SUPPRESS)
+    parser.add_argument("--keeping", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         uvloop.run(child(args))
         return
+    if reason := missing() or missing(KEEPING):
+        raise SystemExit(f"tests.benchmarks.pooler runs both PgBouncers: {reason}")
+    started = datetime.now(UTC)
     with bench_database() as direct:
         url = sa.make_url(direct)
-        with PgBouncer((url.host or "127.0.0.1", url.port or 5432), pool_size=CONNECTIONS) as pgb:
+        target = (url.host or "127.0.0.1", url.port or 5432)
+        with (
+            PgBouncer(target, pool_size=CONNECTIONS) as plain,
+            PgBouncer(target, suite=KEEPING, pool_size=CONNECTIONS) as keeping,
+        ):
+            poolers = Poolers(plain, keeping)
             if args.only in (None, "drivers"):
-                uvloop.run(drivers(direct, pgb, args))
+                uvloop.run(drivers(direct, poolers, args))
             if args.only in (None, "service"):
-                uvloop.run(service(direct, pgb, args))
+                uvloop.run(service(direct, poolers, args))
             if args.only == "instructions" or (args.only is None and args.instructions):
-                instructions(direct, pgb, args)
+                instructions(direct, poolers, args)
+            versions = [f"PgBouncer {'.'.join(map(str, version(b.suite)))}" for b in poolers]
+    if not args.no_save:
+        command = " ".join(["python -m tests.benchmarks.pooler", *sys.argv[1:]])
+        header = [
+            "# What the pooler modes cost: the drivers, and the service in-process",
+            "",
+            f"Measured {started:%Y-%m-%d %H:%M} UTC with `{command}`.",
+            "",
+            f"- Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu_model()}, "
+            f"Linux {platform.release()}; nothing pinned.",
+            f"- Python {platform.python_version()}; {package_versions()}; "
+            f"asyncpg {asyncpg.__version__}, psycopg {psycopg.__version__}; "
+            f"{' and '.join(versions)}.",
+            f"- Service at {service_revision()}.",
+        ]
+        RESULTS.write_text("\n".join([*header, *REPORT]) + "\n")
+        print(f"written to {RESULTS.relative_to(Path.cwd())}", file=sys.stderr)
     sys.stdout.flush()
 
 

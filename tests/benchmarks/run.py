@@ -28,11 +28,14 @@ The run fails if the service answered any request with an error.
 ``--memory-seconds N`` adds a resident-memory check: N seconds of mixed load on the service
 while its RSS is sampled.
 
-With ``--database postgresql`` the run also serves the service through PgBouncer
-(``ours-pgbouncer``: ``DB_POOLER=transaction``, a PgBouncer the run starts from
-``deploy/pgbouncer.ini``, in front of the same PostgreSQL server), one worker like the others,
-and reports what the pooler costs per request against the service direct; then the mixed load
-on it with 1, 2 and 4 workers (``--pgbouncer-workers``; none to skip).
+With ``--database postgresql`` the run also serves the service through PgBouncer, in front of
+the same PostgreSQL server, started from ``deploy/pgbouncer.ini``, one worker like the others:
+``ours-pgbouncer`` through the machine's PgBouncer (Debian 12's 1.18, which keeps no prepared
+statement: ``DB_POOLER=transaction``, psycopg unprepared), and ``ours-pgbouncer-prepared``
+through Debian 13's (1.24, from the root ``tools/debian_root.py`` makes, which keeps them:
+``DB_POOLER_PREPARED=true`` too, asyncpg with its statement cache). It reports each against the
+service straight to PostgreSQL; then the mixed load through each with 1, 2 and 4 workers
+(``--pgbouncer-workers``; none to skip).
 
 ``--only ours ours-traced`` (or any selection with ``ours-traced``) also runs the service with
 ``TRACING=true``, exporting its spans over OTLP/HTTP to a sink in this process that accepts and
@@ -140,7 +143,11 @@ class App:
     environment: tuple[tuple[str, str], ...] = ()
     """Settings of its own."""
     pooled: bool = False
-    """Reaches PostgreSQL through the run's PgBouncer (its database is migrated straight)."""
+    """Reaches PostgreSQL through one of the run's PgBouncers (its database is migrated
+    straight)."""
+    suite: str | None = None
+    """When pooled: the Debian root whose PgBouncer it goes through (``trixie``: 1.24, which
+    keeps prepared statements), or None for the machine's own (1.18 here, which keeps none)."""
 
     @property
     def role(self) -> str:
@@ -162,7 +169,7 @@ APPS = {
     ),
     "ours-pgbouncer": App(
         "ours-pgbouncer",
-        "ours, through PgBouncer",
+        "ours, through PgBouncer, unprepared",
         "service.app:app",
         "DATABASE_URL",
         "heroes",
@@ -170,6 +177,18 @@ APPS = {
         plays="ours",
         environment=(("DB_POOLER", "transaction"),),
         pooled=True,
+    ),
+    "ours-pgbouncer-prepared": App(
+        "ours-pgbouncer-prepared",
+        "ours, through PgBouncer 1.24, prepared",
+        "service.app:app",
+        "DATABASE_URL",
+        "heroes",
+        201,
+        plays="ours",
+        environment=(("DB_POOLER", "transaction"), ("DB_POOLER_PREPARED", "true")),
+        pooled=True,
+        suite="trixie",
     ),
     "fastapi": App(
         "fastapi",
@@ -192,6 +211,12 @@ APPS = {
 
 PEERS = ("ours", "fastapi", "ceiling")
 """The apps of the main table: the service, the tutorial app, the framework-free ceiling."""
+POOLED = tuple(key for key, app in APPS.items() if app.pooled)
+"""The service through each PgBouncer, with ``--database postgresql``."""
+PREPARED_TARGET = 0.85
+"""Through the PgBouncer that keeps prepared statements, at least this fraction of the service
+straight to PostgreSQL is wanted on get-one, list-20 and create (issue 29)."""
+PREPARED_TARGET_SCENARIOS = ("get-one", "list-20", "create")
 
 CREATE_BODY = '{"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30}'
 
@@ -821,8 +846,10 @@ class Run:
     pinning: bool
     results: Results
     memory: MemoryCheck | None
-    scaling: dict[int, WrkResult] = field(default_factory=dict)
-    """The mixed load through PgBouncer, per number of workers."""
+    scaling: dict[tuple[str, int], WrkResult] = field(default_factory=dict)
+    """The mixed load through each PgBouncer, per (app key, number of workers)."""
+    poolers: dict[str, str] = field(default_factory=dict)
+    """Each pooled app's PgBouncer, as its version says (``PgBouncer 1.18``)."""
 
 
 def format_rps(result: WrkResult | None, connections: int = 0) -> str:
@@ -898,52 +925,103 @@ def tracing_section(run: Run) -> list[str]:
 
 
 def pgbouncer_section(run: Run) -> list[str]:
-    """Ours direct and ours through PgBouncer, per scenario, when both were measured."""
+    """Ours direct and ours through each PgBouncer, per scenario, when measured."""
     c = run.args.connections
+    pooled = [key for key in POOLED if any(k == key for _, k in run.results)]
     rows = []
     for name in run.args.scenarios:
-        direct, pooled = (run.results.get((name, key)) for key in ("ours", "ours-pgbouncer"))
-        if direct and pooled and direct.requests_per_second and pooled.requests_per_second:
-            extra = 1e6 / pooled.requests_per_second - 1e6 / direct.requests_per_second
-            rows.append(
-                f"| {name} | {format_rps(direct, c)} | {format_rps(pooled, c)} "
-                f"| {pooled.requests_per_second / direct.requests_per_second:.2f} | {extra:+,.0f} "
-                f"| {format_latency(direct)} | {format_latency(pooled)} |"
-            )
+        direct = run.results.get((name, "ours"))
+        through = [run.results.get((name, key)) for key in pooled]
+        if not direct or not direct.requests_per_second or not any(through):
+            continue
+        cells = [
+            f"{format_rps(result, c)} | {ratio(result, direct)}" if result else "- | -"
+            for result in through
+        ]
+        latencies = [format_latency(result) for result in (direct, *through)]
+        rows.append(
+            f"| {name} | {format_rps(direct, c)} | {' | '.join(cells)} | {' | '.join(latencies)} |"
+        )
     if not rows:
         return []
-    return [
-        "Through PgBouncer (`DB_POOLER=transaction`, psycopg, PgBouncer as "
-        "`deploy/pgbouncer.ini` has it, on the same machine) against straight to PostgreSQL "
-        "(asyncpg), one worker each; µs per request: what one worker spends more per request "
-        "(1 / rps through PgBouncer - 1 / rps direct):",
+    names = [f"{APPS[key].label} ({run.poolers.get(key, 'PgBouncer')})" for key in pooled]
+    heads = [f"{APPS[key].label.removeprefix('ours, ')} rps | / direct" for key in pooled]
+    lines = [
+        "Through PgBouncer (`DB_POOLER=transaction`, PgBouncer as `deploy/pgbouncer.ini` has it, "
+        "on the same machine) against straight to PostgreSQL (asyncpg, its statement cache on), "
+        f"one worker each: {'; '.join(names)}. Unprepared: psycopg, nothing prepared; prepared: "
+        "`DB_POOLER_PREPARED=true`, asyncpg with its statement cache, which PgBouncer keeps:",
         "",
-        "| scenario | direct rps | PgBouncer rps | PgBouncer / direct | µs per request "
-        "| direct p50 / p99 | PgBouncer p50 / p99 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| scenario | direct rps | {' | '.join(heads)} | direct p50 / p99 | "
+        + " | ".join(f"{APPS[key].label.removeprefix('ours, ')} p50 / p99" for key in pooled)
+        + " |",
+        "|---|---:|" + "---:|---:|" * len(pooled) + "---:|" * (1 + len(pooled)),
         *rows,
+    ]
+    return lines + prepared_target(run)
+
+
+def ratio(result: WrkResult | None, base: WrkResult | None) -> str:
+    """``result``'s requests per second over ``base``'s, or a dash."""
+    if not result or not base or not base.requests_per_second:
+        return "-"
+    return f"{result.requests_per_second / base.requests_per_second:.2f}"
+
+
+def prepared_target(run: Run) -> list[str]:
+    """Whether the prepared mode reached ``PREPARED_TARGET`` of direct where it is wanted."""
+    measured = [
+        (name, direct, prepared)
+        for name in PREPARED_TARGET_SCENARIOS
+        if (direct := run.results.get((name, "ours")))
+        and (prepared := run.results.get((name, "ours-pgbouncer-prepared")))
+        and direct.requests_per_second
+    ]
+    if not measured:
+        return []
+    fractions = [
+        (name, prepared.requests_per_second / direct.requests_per_second)
+        for name, direct, prepared in measured
+    ]
+    met = all(fraction >= PREPARED_TARGET for _, fraction in fractions)
+    said = ", ".join(f"{name} {fraction:.2f}" for name, fraction in fractions)
+    return [
+        "",
+        f"Prepared through PgBouncer against direct, at least {PREPARED_TARGET:g} wanted: "
+        f"{said} ({'met' if met else 'NOT MET'}).",
     ]
 
 
 def scaling_section(run: Run) -> list[str]:
-    """The mixed load through PgBouncer with 1, 2, 4... workers."""
+    """The mixed load through each PgBouncer with 1, 2, 4... workers."""
     if not run.scaling:
         return []
     c = run.args.connections
-    first = run.scaling.get(min(run.scaling))
-    rows = [
-        f"| {workers} | {format_rps(result, c)} "
-        f"| {result.requests_per_second / first.requests_per_second:.2f}x "
-        f"| {format_latency(result)} | {result.errors} |"
-        for workers, result in sorted(run.scaling.items())
-        if first and first.requests_per_second
-    ]
+    pooled = list(dict.fromkeys(key for key, _ in run.scaling))
+    counts = sorted({workers for _, workers in run.scaling})
+    rows = []
+    for workers in counts:
+        cells = []
+        for key in pooled:
+            result = run.scaling.get((key, workers))
+            first = run.scaling.get((key, counts[0]))
+            cells.append(
+                f"{format_rps(result, c)} | {ratio(result, first)}x | {format_latency(result)} "
+                f"| {result.errors}"
+                if result
+                else "- | - | - | -"
+            )
+        rows.append(f"| {workers} | {' | '.join(cells)} |")
+    heads = [APPS[key].label.removeprefix("ours, ") for key in pooled]
     return [
         f"Workers through PgBouncer, mixed load ({MIXED_LOAD}), the workers not pinned, sharing "
-        f"the machine's {len(os.sched_getaffinity(0))} CPUs with wrk, PgBouncer and PostgreSQL:",
+        f"the machine's {len(os.sched_getaffinity(0))} CPUs with wrk, PgBouncer and PostgreSQL "
+        "(against the fewest: rps over that with the fewest workers):",
         "",
-        "| workers | rps | against the fewest | p50 / p99 | errors |",
-        "|---:|---:|---:|---:|---:|",
+        "| workers | "
+        + " | ".join(f"{h} rps | against the fewest | p50 / p99 | errors" for h in heads)
+        + " |",
+        "|---:|" + "---:|---:|---:|---:|" * len(pooled),
         *rows,
     ]
 
@@ -981,8 +1059,8 @@ def errors_section(run: Run) -> list[str]:
     if run.memory and run.memory.load.errors:
         lines.append(f"- memory check, ours: {run.memory.load.describe_errors()}")
     lines += [
-        f"- mixed through PgBouncer, {workers} worker(s): {result.describe_errors()}"
-        for workers, result in run.scaling.items()
+        f"- mixed, {APPS[key].label}, {workers} worker(s): {result.describe_errors()}"
+        for (key, workers), result in run.scaling.items()
         if result.errors
     ]
     return (
@@ -1124,8 +1202,12 @@ def check_tools(apps: Sequence[str], pooled: bool = False) -> None:
         )
     if "ours-traced" in apps and importlib.util.find_spec("opentelemetry") is None:
         raise BenchmarkError("ours-traced needs the otel extra: pip install -e '.[otel]'")
-    if (pooled or "ours-pgbouncer" in apps) and (reason := pgbouncer.missing()):
-        raise BenchmarkError(f"The runs through PgBouncer need it: {reason}")
+    for key in {
+        *(key for key in apps if APPS[key].pooled),
+        *(["ours-pgbouncer"] if pooled else []),
+    }:
+        if reason := pgbouncer.missing(APPS[key].suite):
+            raise BenchmarkError(f"{APPS[key].label} needs its PgBouncer: {reason}")
 
 
 def measure(args: argparse.Namespace) -> Run:
@@ -1145,15 +1227,27 @@ def measure(args: argparse.Namespace) -> Run:
         if "ours-traced" in args.only:
             sink = stack.enter_context(otlp_sink())
             environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink
-        bouncer = None
-        if any(APPS[key].pooled for key in args.only) or args.pgbouncer_workers:
-            target = sa.make_url(POSTGRES_SERVER)
-            progress(f"starting PgBouncer as {pgbouncer.EXAMPLE.relative_to(REPO)} has it")
-            bouncer = stack.enter_context(
-                PgBouncer((target.host or HOST, target.port or 5432), user=target.username)
-            )
+        scaled = [key for key in POOLED if key in args.only] or ["ours-pgbouncer"]
+        pooled = {*(key for key in args.only if APPS[key].pooled)}
+        pooled |= set(scaled) if args.pgbouncer_workers else set()
+        bouncers: dict[str | None, PgBouncer] = {}
+        poolers: dict[str, str] = {}
+        for key in sorted(pooled):
+            suite = APPS[key].suite
+            if suite not in bouncers:
+                target = sa.make_url(POSTGRES_SERVER)
+                progress(f"starting PgBouncer as {pgbouncer.EXAMPLE.relative_to(REPO)} has it")
+                bouncers[suite] = stack.enter_context(
+                    PgBouncer(
+                        (target.host or HOST, target.port or 5432),
+                        suite=suite,
+                        user=target.username,
+                    )
+                )
+            poolers[key] = "PgBouncer " + ".".join(map(str, pgbouncer.version(suite)))
         for key in args.only:
             progress(f"starting {APPS[key].label} and seeding {args.rows:,} heroes")
+            bouncer = bouncers.get(APPS[key].suite) if APPS[key].pooled else None
             servers[key] = stack.enter_context(
                 running(APPS[key], workdir, args, server_cpu, environment, bouncer)
             )
@@ -1177,16 +1271,19 @@ def measure(args: argparse.Namespace) -> Run:
             memory = check_memory(servers["ours"], wrk, args.memory_seconds)
         scaling = {}
         for workers in args.pgbouncer_workers:
-            app = APPS["ours-pgbouncer"]
-            progress(f"mixed on {app.label}, {workers} worker(s): starting, seeding")
-            with running(app, workdir, args, None, environment, bouncer, workers) as server:
-                scaling[workers] = result = measure_scenario(wrk, server, SCENARIOS["mixed"], args)
-            progress(
-                f"  {result.requests_per_second:,.0f} rps, p50 {result.p50_ms:.2f} ms, "
-                f"p99 {result.p99_ms:.2f} ms"
-                + (f"; {result.describe_errors()}" if result.errors else "")
-            )
-    return Run(args, started, pinning, results, memory, scaling)
+            for key in scaled:
+                app = APPS[key]
+                bouncer = bouncers[app.suite]
+                progress(f"mixed on {app.label}, {workers} worker(s): starting, seeding")
+                with running(app, workdir, args, None, environment, bouncer, workers) as server:
+                    result = measure_scenario(wrk, server, SCENARIOS["mixed"], args)
+                scaling[key, workers] = result
+                progress(
+                    f"  {result.requests_per_second:,.0f} rps, p50 {result.p50_ms:.2f} ms, "
+                    f"p99 {result.p99_ms:.2f} ms"
+                    + (f"; {result.describe_errors()}" if result.errors else "")
+                )
+    return Run(args, started, pinning, results, memory, scaling, poolers)
 
 
 def measure_scenario(
@@ -1268,8 +1365,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=list(APPS),
         default=list(PEERS),
-        help="apps to run (ours fastapi ceiling, and ours-pgbouncer with --database "
-        "postgresql); ours-traced is ours with TRACING=true",
+        help="apps to run (ours fastapi ceiling, and ours-pgbouncer ours-pgbouncer-prepared "
+        "with --database postgresql); ours-traced is ours with TRACING=true",
     )
     parser.add_argument(
         "--rows",
@@ -1292,8 +1389,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="with --database postgresql: the mixed load through PgBouncer on N workers "
-        "(1 2 4; none to skip)",
+        help="with --database postgresql: the mixed load through each PgBouncer selected "
+        "(ours-pgbouncer by default) on N workers (1 2 4; none to skip)",
     )
     parser.add_argument(
         "--memory-seconds",
@@ -1310,10 +1407,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     only_given = any(arg == "--only" or arg.startswith("--only=") for arg in argv or sys.argv)
     if args.database == "postgresql" and not only_given:
-        args.only = [*args.only, "ours-pgbouncer"]
+        args.only = [*args.only, *POOLED]
     if args.pgbouncer_workers is None:
         args.pgbouncer_workers = [1, 2, 4] if args.database == "postgresql" else []
-    if args.database != "postgresql" and (args.pgbouncer_workers or "ours-pgbouncer" in args.only):
+    pooled = args.pgbouncer_workers or any(APPS[key].pooled for key in args.only)
+    if args.database != "postgresql" and pooled:
         parser.error("PgBouncer stands in front of PostgreSQL: add --database postgresql")
     if args.rows < 1 or args.connections < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rows and --connections must be at least 1, --duration positive")
@@ -1353,8 +1451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run.memory and run.memory.load.errors:
         ours_errors.append(f"memory check: {run.memory.load.describe_errors()}")
     ours_errors += [
-        f"mixed through PgBouncer, {workers} worker(s): {result.describe_errors()}"
-        for workers, result in run.scaling.items()
+        f"mixed, {APPS[key].label}, {workers} worker(s): {result.describe_errors()}"
+        for (key, workers), result in run.scaling.items()
         if result.errors
     ]
     if ours_errors:
