@@ -59,8 +59,10 @@ from tests.pgbouncer import PgBouncer, missing, version
 KEEPING = "trixie"
 """The Debian root whose PgBouncer (1.24) keeps prepared statements."""
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS-pooler.md"
-"""The report kept in the repository: what a run printed, with what it was run on."""
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS-pooler.md"
+"""The report kept in the repository: what a run printed, with what it was run on (a run of
+``--only instructions`` alone goes to ``RESULTS-pooler-instructions.md``, as it takes long)."""
 REPORT: list[str] = []
 """What this run has printed so far."""
 
@@ -246,7 +248,8 @@ async def drivers(direct: str, poolers: Poolers, args: argparse.Namespace) -> No
                 m = await driver_rounds(bouncer.url(direct), connect, query, args, bouncer)
                 cells.append(f"{m.rate:,.0f} | {m.client:.0f} / {m.pooler:.0f} / {m.server:.0f}")
             except (asyncpg.PostgresError, psycopg.Error) as exc:
-                cells.append(f"fails: {type(exc).__name__} | -")
+                said = (str(exc).strip().splitlines() or [""])[0][:80]
+                cells.append(f"fails: {type(exc).__name__} ({said}) | -")
         emit(
             f"| {name} | {there.rate:,.0f} | {there.client:.0f} / {there.server:.0f} "
             f"| {' | '.join(cells)} |"
@@ -504,8 +507,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{' and '.join(versions)}.",
             f"- Service at {service_revision()}.",
         ]
-        RESULTS.write_text("\n".join([*header, *REPORT]) + "\n")
-        print(f"written to {RESULTS.relative_to(Path.cwd())}", file=sys.stderr)
+        alone = args.only == "instructions"
+        results = HERE / "RESULTS-pooler-instructions.md" if alone else RESULTS
+        results.write_text("\n".join([*header, *REPORT]) + "\n")
+        print(f"written to {results.relative_to(Path.cwd())}", file=sys.stderr)
     sys.stdout.flush()
 
 

@@ -180,7 +180,7 @@ APPS = {
     ),
     "ours-pgbouncer-prepared": App(
         "ours-pgbouncer-prepared",
-        "ours, through PgBouncer 1.24, prepared",
+        "ours, through PgBouncer, prepared",
         "service.app:app",
         "DATABASE_URL",
         "heroes",
