@@ -300,13 +300,3 @@ def database_errors(*, sent: bool = True) -> AbstractContextManager[None]:
     A class rather than ``@contextmanager``, since it wraps every statement: no generator each time.
     """
     return _SENT if sent else _NOT_SENT
-
-
-def raise_as_database_error(exc: Exception, *, sent: bool = True) -> None:
-    """Raise the service's error for ``exc`` if it is a database failure; return if a bug.
-
-    The older idiom, kept for the PostgreSQL modules until they move to :func:`database_errors`.
-    """
-    translated = database_error(exc, sent=sent)
-    if translated is not None:
-        raise translated from None

@@ -15,14 +15,8 @@ from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
-from service.database.statements import (
-    FAST_DRIVERS,
-    Database,
-    Row,
-    Statement,
-    raise_as_database_error,
-    traced,
-)
+from service.database.faults import database_errors
+from service.database.statements import FAST_DRIVERS, Database, Row, Statement, traced
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -67,19 +61,16 @@ class PostgresDatabase(Database):
                 return await self._fetch_through_sqlalchemy(statement, params)
             return await self._fetch_on_driver(statement, params)
         except Exception as exc:
-            raise_as_database_error(exc, sent=self._sent(exc))
-            raise
+            with database_errors(sent=self._sent(exc)):
+                raise
 
     async def _fetch_on_driver(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
         compiled = statement.compiled(self.engine.dialect)
         arguments = compiled.arguments(params)
         retried = False
         while True:
-            try:
+            with database_errors(sent=False):  # no connection: the statement was never sent
                 connection = idle_connection(self.engine) or await self.engine.raw_connection()
-            except Exception as exc:  # no connection: the statement was never sent
-                raise_as_database_error(exc, sent=False)
-                raise
             driver: Any = connection.driver_connection
             try:
                 rows = await self._run(driver, compiled.sql, arguments)

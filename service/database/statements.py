@@ -30,13 +30,6 @@ from typing import Any, Generic, NamedTuple, Protocol, cast
 import sqlalchemy as sa
 from typing_extensions import TypeVar
 
-# Until service.database.postgres and .pooled move to faults.database_errors() (issue 29 rewrites
-# them), they import these two from here: re-exported, hence the aliases.
-from service.database.faults import DatabaseUnavailable as DatabaseUnavailable  # noqa: PLC0414
-from service.database.faults import (
-    raise_as_database_error as raise_as_database_error,  # noqa: PLC0414
-)
-
 Row = Sequence[Any]
 """A row as the driver returns it: its columns in the order of the statement's."""
 Processor = Callable[[Any], Any]
