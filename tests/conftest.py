@@ -195,10 +195,12 @@ def redis_key_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
 
 
-POOLERS = {"pgbouncer": None, "pgbouncer-prepared": "trixie"}
-"""The PgBouncers the suite runs through, by ``database_url`` parameter: the machine's own
-(Debian 12's 1.18, keeping no prepared statement: ``DB_POOLER=transaction``), and Debian 13's
-(1.24, from the root tools/debian_root.py makes, keeping them: ``DB_POOLER_PREPARED=true`` too)."""
+POOLERS = {"pgbouncer": False, "pgbouncer-prepared": True}
+"""The PgBouncers the suite runs through, by ``database_url`` parameter, and whether each keeps
+prepared statements: one that keeps none (``DB_POOLER=transaction``; Debian 12's 1.18, or a newer
+build told ``max_prepared_statements = 0``), and one that keeps them (1.21 and later, Debian 13's
+1.24 from the root tools/debian_root.py makes where the machine's is older:
+``DB_POOLER_PREPARED=true`` too). See tests/pgbouncer.py."""
 
 
 @pytest.fixture(params=["sqlite", "postgresql", *POOLERS])
@@ -214,21 +216,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield request.getfixturevalue("postgres_database")
 
 
-def start_pgbouncer(suite: str | None, target_url: str, **settings: Any) -> pgbouncer.PgBouncer:
-    """A PgBouncer (the machine's, or Debian ``suite``'s) in front of ``target_url``'s server,
-    started; the test is skipped if it cannot run here, but fails in CI."""
+def start_pgbouncer(keeps_prepared: bool, target_url: str, **settings: Any) -> pgbouncer.PgBouncer:
+    """A PgBouncer that keeps prepared statements, or keeps none, in front of ``target_url``'s
+    server, started; the test is skipped if it cannot run here, but fails in CI."""
+    suite = pgbouncer.suite_for(keeps_prepared)
     if reason := pgbouncer.missing(suite):
         if IN_CI:
             pytest.fail(f"CI must test PostgreSQL through PgBouncer too: {reason}")
         pytest.skip(reason)
+    if not keeps_prepared:
+        settings.setdefault("max_prepared_statements", 0)  # left out for builds before 1.21
     url = sa.make_url(target_url)
     target = (url.host or "127.0.0.1", url.port or 5432)
-    return pgbouncer.PgBouncer(target, suite=suite, user=url.username, **settings).start()
+    bouncer = pgbouncer.PgBouncer(target, suite=suite, user=url.username, **settings)
+    assert bouncer.keeps_prepared == keeps_prepared, (suite, pgbouncer.version(suite))
+    return bouncer.start()
 
 
 @pytest.fixture(scope="session")
 def session_pgbouncer(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
-    """The machine's PgBouncer in transaction mode in front of the session's PostgreSQL server."""
+    """A PgBouncer keeping no prepared statement, in front of the session's PostgreSQL server."""
     # Four server connections, as in the setup the issue reproduced its failures on.
     bouncer = start_pgbouncer(POOLERS["pgbouncer"], postgres_url, pool_size=4)
     yield bouncer
@@ -237,7 +244,7 @@ def session_pgbouncer(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
 
 @pytest.fixture(scope="session")
 def session_pgbouncer_prepared(postgres_url: str) -> Iterator[pgbouncer.PgBouncer]:
-    """Debian 13's PgBouncer, keeping prepared statements, in front of the session's server."""
+    """A PgBouncer keeping prepared statements, in front of the session's server."""
     bouncer = start_pgbouncer(POOLERS["pgbouncer-prepared"], postgres_url, pool_size=4)
     yield bouncer
     bouncer.stop()
@@ -246,7 +253,7 @@ def session_pgbouncer_prepared(postgres_url: str) -> Iterator[pgbouncer.PgBounce
 def through(bouncer: pgbouncer.PgBouncer, database: str) -> str:
     """``database`` through ``bouncer``: apps on that URL run in its mode."""
     url = bouncer.url(database)
-    pgbouncer.POOLED_URLS[url] = bouncer.suite == POOLERS["pgbouncer-prepared"]
+    pgbouncer.POOLED_URLS[url] = bouncer.keeps_prepared
     return url
 
 

@@ -6,11 +6,16 @@ when a test sets them, and its database line: every database name goes to the Po
 under test, with the example's options (``timezone=UTC``). PgBouncer refuses to run as root: as
 root it is started with ``-u postgres``, its files in a directory that user can read.
 
-Two builds: the machine's own ``pgbouncer`` (Debian 12's 1.18 here and in CI), which keeps no
-prepared statement, and Debian 13's (1.24, ``suite="trixie"``), which keeps them
-(``max_prepared_statements``), run inside the Debian 13 root that ``tools/debian_root.py`` makes
-and caches (``.ci/run`` makes it first). A setting of the example that a build does not know
-(``max_prepared_statements`` before 1.21) is left out for it.
+Two kinds, by what they do with prepared statements: one that keeps none
+(``DB_POOLER=transaction``), and one that keeps them (``max_prepared_statements``, PgBouncer 1.21
+and later: ``DB_POOLER_PREPARED=true`` too). :func:`suite_for` picks the build for each: the
+machine's own ``pgbouncer`` where it can (a 1.21+ build keeps none with
+``max_prepared_statements = 0``), else Debian 13's (1.24, ``suite="trixie"``), run inside the
+Debian 13 root that ``tools/debian_root.py`` makes and caches (``.ci/run`` makes it first). On
+Debian 12 (1.18) that is the machine's for the first kind and the root's for the second; inside a
+Debian 13 or unstable root (the suite's runs on Python 3.13 to 3.15) the root's own for both. A
+setting of the example that a build does not know (``max_prepared_statements`` before 1.21) is
+left out for it.
 """
 
 from __future__ import annotations
@@ -85,6 +90,20 @@ def missing(suite: str | None = None) -> str | None:
     return None
 
 
+KEEPING_SINCE = (1, 21)
+"""The first PgBouncer that keeps prepared statements (``max_prepared_statements``)."""
+KEEPING_SUITE = "trixie"
+"""The Debian root whose PgBouncer keeps them, where the machine's cannot."""
+
+
+def suite_for(keeps_prepared: bool) -> str | None:
+    """The build to run for a PgBouncer that keeps prepared statements, or keeps none: the
+    machine's (None) where it can, else the Debian root's."""
+    if not keeps_prepared or missing() is not None:
+        return None
+    return None if version() >= KEEPING_SINCE else KEEPING_SUITE
+
+
 @functools.cache
 def version(suite: str | None = None) -> tuple[int, ...]:
     """The version of PgBouncer (the machine's, or that of the Debian root ``suite``)."""
@@ -151,6 +170,9 @@ class PgBouncer:
         for name, since in SINCE.items():
             if version(suite) < since:
                 self.settings.pop(name, None)
+        kept = int(str(self.settings.get("max_prepared_statements", 0)))
+        self.keeps_prepared = version(suite) >= KEEPING_SINCE and kept > 0
+        """Whether it keeps prepared statements (apps through it run ``DB_POOLER_PREPARED``)."""
         self.log = self.directory / "pgbouncer.log"
         self.process: subprocess.Popen[bytes] | None = None
 

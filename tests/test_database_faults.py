@@ -262,8 +262,7 @@ def test_writes_while_the_database_cannot_be_reached_are_503_and_nothing_stored(
             settings = Settings(database_url=proxied, db_connect_timeout=2)
             stop = proxy.stop
         else:
-            suite = POOLERS[pooler]
-            bouncer = start_pgbouncer(suite, proxied, pool_size=1, query_wait_timeout=1)
+            bouncer = start_pgbouncer(POOLERS[pooler], proxied, pool_size=1, query_wait_timeout=1)
             stack.callback(bouncer.stop)
             settings = Settings(
                 database_url=bouncer.url(postgres_database),
