@@ -30,7 +30,7 @@ test-python version *args:
 test-newest *args:
     python3 tools/pythons.py newest {{args}}
 
-# Copy the SQLite database at DATABASE_URL to PATH while the service runs (never overwrites)
+# Copy the SQLite database at DATABASE_URL to PATH while the service runs (makes its folder; never overwrites)
 backup path:
     python -m service backup {{path}}
 

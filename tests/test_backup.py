@@ -18,11 +18,14 @@ from tests.live import running_server, stored_heroes
 pytestmark = pytest.mark.live
 
 
-def backup(database_url: str, path: Path) -> subprocess.CompletedProcess[str]:
+def backup(
+    database_url: str, path: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the backup command as an operator would."""
     return subprocess.run(
         [sys.executable, "-m", "service", "backup", str(path)],
         env={**os.environ, "DATABASE_URL": database_url},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
@@ -80,6 +83,19 @@ def test_backup_under_write_load_restores_every_hero_acknowledged_before_it(
     # Nothing but whole heroes the service wrote: none torn, none invented.
     assert all(every_written.get(i, hero) == hero for i, hero in restored.items())
     assert all(hero["age"] == int(hero["name"].split()[-1]) for hero in restored.values())
+
+
+def test_backup_into_a_folder_not_made_yet_makes_it(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path}/heroes.db"
+    with running_server(database) as server:
+        httpx.post(f"{server.url}/heroes", json={"name": "Kept", "secret_name": "k"})
+
+    # As the docs run it: `just backup backups/heroes-$(date +%F).db`, with no backups/ yet.
+    result = backup(database, Path("backups/heroes-2026-12-07.db"), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "1 heroes, integrity_check ok" in result.stdout
+    assert (tmp_path / "backups" / "heroes-2026-12-07.db").is_file()
 
 
 def test_backup_refuses_to_overwrite_a_file(tmp_path: Path) -> None:

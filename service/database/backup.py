@@ -35,6 +35,11 @@ def backup(settings: Settings, destination: Path) -> str:
     if not Path(source_path).is_file():
         raise BackupError(f"There is no database at {source_path}.")
     try:
+        # As `just backup backups/heroes-$(date +%F).db` is meant: the folder is made when missing.
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(f"Cannot make the folder {destination.parent}: {exc.strerror}.") from None
+    try:
         # "x": refuse to overwrite, atomically; an empty file is a valid empty database.
         with destination.open("x"):
             pass
