@@ -46,6 +46,10 @@ LISTENERS_CLOSED_SECONDS = 0.25
 """How long after it stops listening a worker waits before it closes connections."""
 DRAIN_SECONDS = 1.0
 """Longest a worker waits for its keep-alive connections to carry one last request each."""
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle kept-alive connection stays open: longer than the idle timeout of common load
+balancers (60 s), so that the balancer, not the server, closes idle connections and never reuses
+one the server just closed."""
 
 
 class DrainingServer(uvicorn.Server):
@@ -218,9 +222,7 @@ def server_config(
         server_header=False,
         access_log=False,
         proxy_headers=False,
-        # Longer than the idle timeout of common load balancers (60 s), so that the balancer,
-        # not the server, closes idle connections and never reuses one the server just closed.
-        timeout_keep_alive=75,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
         **tls,
     )

@@ -15,7 +15,8 @@ later without the tests marked ``browser`` and ``sdk`` (they check what a browse
 generators make of the OpenAPI document, which does not change with the server's Python) nor
 ``upgrade`` (they serve earlier releases, built from git history at their own pinned versions,
 which predate the newer Pythons, while today's ``migrate`` runs: the copy has no history, and
-what they prove is about the schema, not the Python); the 3.11 run, ``just test``, has them all.
+what they prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd running
+the files of ``deploy/``, which the roots do not hold); the 3.11 run, ``just test``, has them all.
 
 Where each Python comes from (see ``PYTHONS``): 3.13 is Debian 13's ``python3``, 3.14 and 3.15
 are Debian unstable's, each run inside the cached debootstrap root of ``tools/debian_root.py``
@@ -57,7 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOT_AVAILABLE = 3
 """Exit status when no interpreter of the version asked for is to be had here."""
-LEFT_OUT_FROM_3_12 = "not container and not browser and not sdk and not upgrade"
+LEFT_OUT_FROM_3_12 = "not container and not browser and not sdk and not upgrade and not deploy"
 """The markers the runs on 3.12 and later leave out (see the module's docstring)."""
 SERVE_SECONDS = 1200
 """How long the first command may take to install and serve (3.15 builds some from source)."""
