@@ -132,6 +132,10 @@ lock:
     } > constraints.txt
     echo "wrote constraints.txt"
 
+# Draw docs/speed.svg, the chart in docs/speed.md, from the results `just bench` wrote (tests/benchmarks/RESULTS*.md)
+speed-chart:
+    python tools/speed_chart.py docs/speed.svg
+
 # Load benchmarks against the FastAPI tutorial app and a framework-free ceiling (installs wrk)
 bench *args:
     command -v wrk || (apt-get update -q && apt-get install -y -q wrk)
