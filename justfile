@@ -55,7 +55,7 @@ fuzz seed="" examples="300" *pytest_args:
 image *build_flags:
     python tools/image.py build {{build_flags}}
 
-# Build the image on a Debian 13 base made by debootstrap (cached) and test it with podman (installs them if missing)
+# Build the image on a Debian 13 base made by debootstrap (cached) and test it with podman, and play deploy/kubernetes/ (installs them if missing)
 image-test *pytest_args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -74,7 +74,7 @@ image-test *pytest_args:
     $CONTAINER_ENGINE image prune --force --filter until=24h \
         --filter label=org.opencontainers.image.title=hero-service
     built=$SECONDS
-    python -m pytest -m container tests/test_container.py {{pytest_args}}
+    python -m pytest -m container tests/test_container.py tests/test_kubernetes.py {{pytest_args}}
     size=$($CONTAINER_ENGINE image inspect --format '{{{{.Size}}' hero-service:latest)
     echo "image-test: hero-service:latest is $((size / 1000000)) MB on $base;" \
         "base and build $((built - started)) s, tests $((SECONDS - built)) s"

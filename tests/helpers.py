@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import resource
 import socket
 import sqlite3
 import subprocess
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 import msgspec
 import psycopg
+import pytest
 import sqlalchemy as sa
 import uvicorn
 from litestar import Litestar
@@ -33,6 +36,10 @@ from tests.live import free_port
 from tests.pgbouncer import pooler_for, prepared_for
 
 Client = TestClient[Litestar]
+IMAGE = os.environ.get("HERO_IMAGE", "localhost/hero-service:latest")
+"""The image the container tests run, as ``just image-test`` builds it."""
+PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+"""podman as it runs on machines like CI's: their cgroup layout is one crun refuses."""
 
 
 def new_hero(name: str = "Deadpond", age: int | None = None, **extra: Any) -> dict[str, Any]:
@@ -333,3 +340,32 @@ def run_sql(settings: Settings, statements: list[str]) -> None:
         for statement in statements:
             connection.exec_driver_sql(statement)
     engine.dispose()
+
+
+def podman(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a podman command (with ``env`` added to the environment); its output, whatever its
+    exit status."""
+    return subprocess.run(
+        [*PODMAN, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+def container_limits() -> tuple[int, int]:
+    """The open files and processes a container is given, explicitly: podman's implicit limits
+    cannot be set on these machines. The open files are the limit the tests run with."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (hard if hard != resource.RLIM_INFINITY else 65536), 4096
+
+
+def built_image() -> str:
+    """The image under test; fails when ``just image-test`` has not built it."""
+    if podman("image", "exists", IMAGE).returncode != 0:
+        pytest.fail(f"There is no image {IMAGE}: `just image-test` builds it, then runs these.")
+    return IMAGE

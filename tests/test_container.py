@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import resource
 import subprocess
 import threading
 import time
@@ -27,14 +25,11 @@ import aiohttp
 import httpx
 import pytest
 
+from tests.helpers import IMAGE, built_image, container_limits, podman
 from tests.live import free_port, stored_heroes
 
 pytestmark = pytest.mark.container
 
-IMAGE = os.environ.get("HERO_IMAGE", "localhost/hero-service:latest")
-"""The image under test, as ``just image-test`` builds it."""
-PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
-"""podman as it runs on machines like CI's: their cgroup layout is one crun refuses."""
 API_KEY = "container-test-key"
 WRITE = {"Authorization": f"Bearer {API_KEY}"}
 STOP_GRACE_SECONDS = 10
@@ -47,23 +42,15 @@ def run_flags() -> list[str]:
     podman's implicit limits cannot be set on these machines; the container gets the open-file
     limit the tests run with.
     """
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    files = hard if hard != resource.RLIM_INFINITY else 65536
+    files, processes = container_limits()
     return [
         "--network",
         "host",
         "--ulimit",
         f"nofile={files}:{files}",
         "--ulimit",
-        "nproc=4096:4096",
+        f"nproc={processes}:{processes}",
     ]
-
-
-def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run a podman command; its output, whatever its exit status."""
-    return subprocess.run(
-        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 @dataclass
@@ -126,9 +113,7 @@ def running(*flags: str, **env: str) -> Iterator[Container]:
 @pytest.fixture(scope="session", autouse=True)
 def image() -> str:
     """The image under test; ``just image-test`` builds it first."""
-    if podman("image", "exists", IMAGE).returncode != 0:
-        pytest.fail(f"There is no image {IMAGE}: `just image-test` builds it, then runs these.")
-    return IMAGE
+    return built_image()
 
 
 @pytest.fixture
