@@ -6,10 +6,13 @@ are all taken.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import gc
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -20,7 +23,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.app import create_app
-from service.settings import Settings
+from service.settings import Pooler, Settings
 from tests import pgbouncer
 from tests.conftest import IN_CI, POOLERS, POSTGRES_SERVER, migrate, start_pgbouncer
 from tests.helpers import Client, TcpProxy, assert_error, create, new_hero
@@ -123,6 +126,38 @@ def test_read_only_postgres_is_503_for_writes_and_writes_resume_after_the_failov
         assert read.json() == hero
         assert after.status_code == 201, after.text
         assert [h["name"] for h in client.get("/heroes").json()] == ["Before", "After"]
+
+
+@pytest.mark.parametrize("pooler", ["none", "transaction"])
+def test_connections_remade_after_a_failover_leave_no_coroutine_unawaited(
+    own_postgres_database: str, pooler: Pooler
+) -> None:
+    """The pooled connections found cut are made again; the driver's connect coroutine that
+    SQLAlchemy leaves unstarted on the way is closed, not left for the collector to report
+    wherever it runs (on 3.12, inside a namedtuple's ``__new__``, that report fails a test)."""
+    settings = Settings(database_url=own_postgres_database, db_pooler=pooler)
+    with (
+        TestClient[Litestar](create_app(settings)) as client,
+        warnings.catch_warnings(record=True) as reported,
+    ):
+        warnings.simplefilter("always")
+        hero = create(client, "Before")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # several pooled connections
+            list(pool.map(lambda _: client.get("/heroes"), range(16)))
+        fail_over(own_postgres_database, read_only=False)
+        answers = [client.get(f"/heroes/{hero['id']}").status_code for _ in range(8)]
+        gc.collect()
+
+    # Straight to PostgreSQL the pooler mode retries a read once, on another pooled connection,
+    # which may be cut too: a 503 then, until the pool holds new ones.
+    assert set(answers) <= {200, 503}
+    assert answers[-4:] == [200] * 4
+    elsewhere = [
+        f"{w.filename}:{w.lineno}: {w.message}"
+        for w in reported
+        if "never awaited" in str(w.message) and not w.filename.endswith("concurrency.py")
+    ]
+    assert elsewhere == []  # where SQLAlchemy closes its own coroutine, the filter hides it
 
 
 def wait_until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:

@@ -7,6 +7,9 @@ loop serves the worker's other requests meanwhile.
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
+import traceback
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,7 +28,8 @@ if TYPE_CHECKING:
 
 # When the idle connection taken without a greenlet turns out dead, SQLAlchemy's reconnect makes
 # the driver's connect coroutine, refuses to wait for it outside a greenlet (MissingGreenlet), and
-# closes it unawaited, which Python reports; the connection is then made in a greenlet.
+# closes it unawaited, which Python reports; the connection is then made in a greenlet. (The
+# driver's own coroutine, which SQLAlchemy leaves to the collector, idle_connection closes.)
 warnings.filterwarnings(
     "ignore",
     message=r"coroutine '[\w.]*connect' was never awaited",
@@ -178,8 +182,32 @@ def idle_connection(engine: AsyncEngine) -> PoolProxiedConnection | None:
         return None
     try:
         return sync_engine.raw_connection()
-    except MissingGreenlet:
+    except MissingGreenlet as refused:
+        close_unstarted(refused)
         return None
+
+
+def close_unstarted(refused: MissingGreenlet) -> None:
+    """Close the coroutine left unstarted on the way to ``refused``.
+
+    That is the driver's connect, made as the argument of the adapter's coroutine, which
+    SQLAlchemy closes. From Python 3.12 on, closing a coroutine that never started keeps its
+    arguments until it is collected: the driver's connect is then reported as never awaited
+    wherever the collector happens to run, and where that is a frame without builtins (a
+    namedtuple's ``__new__``), the report itself fails, as an exception Python cannot raise
+    (pytest fails the test it lands in). Closed here, it is reported nowhere.
+    """
+    pending = [
+        value
+        for frame, _ in traceback.walk_tb(refused.__traceback__)
+        for value in frame.f_locals.values()
+        if inspect.iscoroutine(value)
+    ]
+    while pending:
+        coroutine = pending.pop()
+        pending.extend(held for held in gc.get_referents(coroutine) if inspect.iscoroutine(held))
+        if inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+            coroutine.close()
 
 
 def returns_without_waiting(engine: AsyncEngine) -> bool:
