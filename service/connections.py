@@ -291,7 +291,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._count_head(data, was_in_head)
             limit = self.limits.max_head_size
             if self.head_bytes > limit or (self.in_head and self.head_size() > limit):
-                self.answer(431, HEAD_TOO_LARGE)
+                # 414 while the request line is all the head has: it alone is too long.
+                line_open = not self.headers and data.endswith(self.url[-16:] or b"\n")
+                too_long = len(self.url) > limit or (self.in_head and line_open)
+                self.answer(414 if too_long else 431, URL_TOO_LONG if too_long else HEAD_TOO_LARGE)
             elif self.serving():
                 return  # its time starts once the requests before it are answered
             elif self not in deadlines:
