@@ -15,6 +15,13 @@ included, can connect at all. :class:`BoundedHttpProtocol` adds, per connection:
 - a head of more than ``MAX_HEADER_SIZE`` bytes: 431 (414 when the request line alone is);
 - an absolute-form target's authority takes the place of ``Host`` (RFC 9112, 3.2.2), which
   the app then checks as any ``Host``;
+- once a request is in whole and not yet answered, nothing more is read; an answer given here
+  (400, 408, 414, 431, 503) on such a connection waits until that response is complete, and
+  the times of a pipelined head or body start once the requests before it are answered;
+- every byte after the end of the previous request counts toward the head, in every read;
+- with TLS, the connection starts its handshake itself (:meth:`BoundedHttpProtocol._start_tls`):
+  it is counted from accept, the handshake is within the head's time, and a connection closed
+  before the handshake is over is simply closed;
 - at most ``max_connections`` per worker: beyond it the connection that has waited longest
   without a request in progress (an idle keep-alive one, or one still sending its head) is
   closed to make room, as nginx reuses idle connections; when every connection has a request
