@@ -28,7 +28,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -60,6 +60,16 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.leave_seconds = leave_seconds
         self.terminated = False
+
+    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
+        """Log the "running on" line, https when the connections start TLS themselves."""
+        config = self.config
+        tls = config.tls if isinstance(config, BoundedConfig) else None
+        config.ssl = tls  # read for the scheme only: the server is listening already
+        try:
+            super()._log_started_message(listeners)
+        finally:
+            config.ssl = None if tls is not None else config.ssl
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Note whether the first signal was SIGTERM (leave the balancer) or Ctrl-C (do not)."""

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import resource
 import socket
+import sqlite3
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -292,3 +296,133 @@ def test_slow_clients_leave_health_checks_answered_and_are_closed(
     else:
         assert set(report.answers) <= {"408", "503", "closed", "reset"}, report.summary()
         assert "the most this worker keeps open" in output
+
+
+def split_answers(received: bytes) -> list[bytes]:
+    """The answers in ``received``, one after another, each its head and its body."""
+    answers = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        )
+        answers.append(head + b"\r\n\r\n" + rest[:length])
+        received = rest[length:]
+    return answers
+
+
+def create(name: str) -> bytes:
+    body = msgspec.json.encode({"name": name, "secret_name": "s"})
+    return (
+        b"POST /heroes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def test_a_head_too_large_pipelined_after_a_write_is_answered_after_the_write(
+    server: Server,
+) -> None:
+    big_head = b"GET /heroes HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+
+    answers = split_answers(exchange(server, create("Pipelined") + big_head))
+
+    assert [status_of(answer) for answer in answers] == [201, 431], answers
+    hero = msgspec.json.decode(answers[0].partition(b"\r\n\r\n")[2])
+    assert_error_answer(answers[1], 431)
+    stored = exchange(
+        server,
+        f"GET /heroes/{hero['id']} HTTP/1.1\r\nHost: x\r\n".encode() + b"Connection: close\r\n\r\n",
+    )
+    assert status_of(stored) == 200
+
+
+def test_a_head_408_waits_for_the_write_before_it_that_waits_on_a_lock(tmp_path: Path) -> None:
+    database = tmp_path / "h.db"
+    with running_server(f"sqlite:///{database}", REQUEST_HEAD_TIMEOUT="1") as server:
+        lock = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        lock.execute("BEGIN IMMEDIATE")
+        threading.Timer(2.5, lock.execute, ["COMMIT"]).start()
+        answers = split_answers(
+            exchange(server, create("Waited") + b"GET /heroes HTTP/1.1\r\nHost: x\r\n", wait=10)
+        )
+        listed = httpx.get(f"{server.url}/heroes").json()
+        lock.close()
+
+    assert [status_of(answer) for answer in answers] == [201, 408], answers
+    assert [hero["name"] for hero in listed] == ["Waited"]
+
+
+def test_a_pipelined_head_is_counted_from_the_read_that_ended_the_request_before_it(
+    server: Server,
+) -> None:
+    # 12,000 bytes, over the bound of 8,192: 7,000 come in the read that ends the request
+    # before it, the rest in a read of their own, under the bound.
+    head = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 11_950 + b"\r\n\r\n"
+    first = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    answers = split_answers(exchange(server, first + head[:7000], head[7000:], pause=0.2))
+
+    assert [status_of(answer) for answer in answers] == [200, 431], answers
+
+
+def test_pipelined_heads_within_the_bound_are_all_served(server: Server) -> None:
+    # Reads that each end one request and begin the next, whose heads together pass the bound.
+    head = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 5000 + b"\r\n\r\n"
+    stream = head * 6 + b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    parts = [stream[i : i + 7000] for i in range(0, len(stream), 7000)]
+
+    answers = split_answers(exchange(server, *parts, pause=0.05))
+
+    assert [status_of(answer) for answer in answers] == [200] * 7, answers
+
+
+def silent_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` TCP connections to ``port`` that never send a byte (those the server accepts)."""
+    opened = []
+    for _ in range(count):
+        try:
+            opened.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        except OSError:
+            break
+    return opened
+
+
+@pytest.mark.usefixtures("open_files_for_the_clients")
+def test_silent_connections_to_the_tls_port_leave_https_health_checks_answered(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    """TCP connections that never begin their TLS handshake, past the worker's open files."""
+    cert, key = certificate
+    with running_server(
+        f"sqlite:///{tmp_path}/h.db",
+        open_files=(300, 300),
+        REQUEST_HEAD_TIMEOUT="3",
+        TLS_CERT_FILE=str(cert),
+        TLS_KEY_FILE=str(key),
+    ) as server:
+        silent = silent_connections(server.port, 400)
+        with httpx.Client(verify=ssl.create_default_context(cafile=cert), timeout=2) as https:
+            health: list[int | str] = []
+            for _ in range(5):
+                try:
+                    health.append(https.get(f"{server.url}/health/live").status_code)
+                except httpx.HTTPError as exc:
+                    health.append(type(exc).__name__)
+        time.sleep(3.5)  # past the head time, which bounds a handshake too
+        still_open = 0
+        for sock in silent:
+            sock.settimeout(0.01)
+            try:
+                still_open += sock.recv(1) != b""
+            except TimeoutError:
+                still_open += 1
+            except OSError:
+                pass
+            sock.close()
+
+    assert len(silent) >= 300
+    assert health == [200] * 5
+    assert still_open == 0

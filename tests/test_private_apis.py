@@ -14,6 +14,7 @@ capped in pyproject.toml at the newest minor version tested.
 from __future__ import annotations
 
 import ast
+import asyncio.sslproto
 import importlib
 import inspect
 import logging.handlers
@@ -25,6 +26,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import uvicorn
+import uvloop.loop
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig
 from advanced_alchemy.extensions.litestar import _utils as advanced_alchemy_utils
 from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
@@ -110,7 +113,18 @@ def test_uvicorn_request_cycle_has_what_the_body_timeout_reads_and_replaces() ->
     cycle = httptools_impl.RequestResponseCycle
     state = assigned(cycle.__init__)
     assert {"keep_alive", "response_complete", "response_started", "message_event"} - state == set()
+    assert "more_body" in state  # False once the request is in whole: then it is "serving"
     assert inspect.iscoroutinefunction(cycle.receive)  # replaced per request by a timed one
+
+
+def test_the_loops_tls_protocols_are_made_as_bounded_http_protocol_makes_them() -> None:
+    # BoundedHttpProtocol puts the loop's TLS protocol in place itself, as create_server(ssl=...)
+    # does, so that a handshake is counted and timed from accept.
+    expected = ["loop", "app_protocol", "sslcontext", "waiter", "server_side"]
+    assert parameters(asyncio.sslproto.SSLProtocol.__init__)[1:6] == expected
+    assert "ssl_handshake_timeout" in parameters(asyncio.sslproto.SSLProtocol.__init__)
+    assert isinstance(uvloop.loop.SSLProtocol, type)  # type: ignore[attr-defined]
+    assert inspect.isfunction(uvicorn.Server._log_started_message)
 
 
 def test_uvicorn_status_lines_are_a_table_of_bytes_by_code() -> None:

@@ -139,10 +139,15 @@ def main() -> None:
         "POST, head and body in one read": ([POST_HEAD + BODY], minimal_app),
         "POST, body in a second read": ([POST_HEAD, BODY], minimal_app),
         "GET, head in two reads": ([GET[:30], GET[30:]], minimal_app),
+        "2 GETs pipelined in one read (pair)": ([GET + GET], minimal_app),
+        "POST then GET head, one read (pair)": (
+            [POST_HEAD + BODY + GET[:30], GET[30:]],
+            minimal_app,
+        ),
         "the service: GET /heroes/1": ([GET], service),
         "the service: GET /health/live": ([GET.replace(b"/heroes/1", b"/health/live")], service),
     }
-    print(f"{'request':34} {'uvicorn µs':>11} {'bounded µs':>11} {'cost µs':>8}")
+    print(f"{'request':36} {'uvicorn µs':>11} {'bounded µs':>11} {'cost µs':>8}")
     for kind, (reads, asgi_app) in kinds.items():
         times = {}
         for name, protocol in (("uvicorn", HttpToolsProtocol), ("bounded", BoundedHttpProtocol)):
@@ -153,7 +158,7 @@ def main() -> None:
             times[name] = best(args.repeats, run)
         cost = times["bounded"] - times["uvicorn"]
         print(
-            f"{kind:34} {times['uvicorn'] * 1e6:11.2f} {times['bounded'] * 1e6:11.2f} "
+            f"{kind:36} {times['uvicorn'] * 1e6:11.2f} {times['bounded'] * 1e6:11.2f} "
             f"{cost * 1e6:8.2f}"
         )
     scope: Any = {"headers": [(b"host", b"heroes.example:8000"), (b"accept", b"*/*")]}
@@ -167,7 +172,7 @@ def main() -> None:
         return (time.process_time() - started) / rounds
 
     check = best(args.repeats, host_check) * 1e6
-    print(f"{'the Host check (ServiceApp)':34} {'':11} {check:11.2f}")
+    print(f"{'the Host check (ServiceApp)':36} {'':11} {check:11.2f}")
 
 
 if __name__ == "__main__":
