@@ -174,6 +174,49 @@ def test_every_default_a_settings_table_quotes_is_the_code_s(page: Path) -> None
     assert [(name, value) for name, value in quoted if defaults[name] != value] == []
 
 
+PROSE_DEFAULTS = [
+    re.compile(r"`([A-Z][A-Z0-9_]+)` \((\d[\d,.]*) ?(s|ms|KiB|MiB)?[,;)]"),
+    re.compile(r"`([A-Z][A-Z0-9_]+)`[^.()]{0,60}\((\d[\d,.]*) ?(s|ms|KiB|MiB)? by default"),
+]
+"""A default in prose: ``DB_POOL_TIMEOUT`` (5), ``MAX_HEADER_SIZE`` (16 KiB, ...), (10 by default).
+"""
+UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "KiB": 1024.0, "MiB": 1024.0 * 1024}
+
+
+def in_base_units(name: str, value: float) -> float:
+    """A setting's value in seconds or bytes: ``*_MS`` settings count milliseconds."""
+    return value / 1000 if name.endswith("_MS") else value
+
+
+def wrong_prose_defaults(text: str) -> list[str]:
+    """Each default that ``text`` quotes in prose and that is not the ``Settings`` default."""
+    text = " ".join(text.split())
+    wrong: list[str] = []
+    for pattern in PROSE_DEFAULTS:
+        for match in pattern.finditer(text):
+            name, number, unit = match[1], match[2].replace(",", ""), match[3] or ""
+            if name.lower() not in Settings.__struct_fields__:
+                continue
+            actual = in_base_units(name, float(getattr(Settings(), name.lower())))
+            if abs(float(number) * UNITS[unit] - actual) > 1e-9:
+                wrong.append(match[0])
+    return wrong
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_every_default_the_prose_quotes_is_the_code_s(page: Path) -> None:
+    assert wrong_prose_defaults(page.read_text(encoding="utf-8")) == []
+
+
+def test_the_prose_default_check_sees_a_wrong_one() -> None:
+    text = (
+        "`DB_POOL_SIZE` connections (20 by default), `SQLITE_BUSY_TIMEOUT_MS` (5 s) and\n"
+        "`MAX_HEADER_SIZE` (16 KiB, Node's default)."
+    )
+
+    assert wrong_prose_defaults(text) == ["`DB_POOL_SIZE` connections (20 by default"]
+
+
 def test_the_configuration_page_quotes_a_default_for_every_setting() -> None:
     quoted = dict(quoted_defaults(ROOT / "docs" / "configuration.md"))
     with_value = {
