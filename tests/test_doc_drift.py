@@ -619,3 +619,49 @@ def test_the_readme_first_requests_run_as_written(tmp_path: Path, api_key: str) 
         assert without_key.headers["www-authenticate"].startswith("Bearer")
     else:
         assert without_key.status_code == 201
+
+
+def commented_curls(block: str) -> list[tuple[str, str]]:
+    """(command, the comment that says its answer) for each curl of a block, as written: the
+    comment at the end of its line, or on the line after it."""
+    found: list[tuple[str, str]] = []
+    for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+        command, _, comment = line.partition("  # ")
+        if command.startswith("curl "):
+            found.append((command.strip(), comment.strip()))
+        elif line.startswith("# ") and found and not found[-1][1]:
+            found[-1] = (found[-1][0], line[2:].strip())
+    return found
+
+
+ANSWERED_BLOCKS = [
+    block
+    for block in code_blocks(ROOT / "docs" / "api.md")
+    if any(re.match(r"\d{3}\b|ETag", comment) for _, comment in commented_curls(block))
+]
+
+
+@pytest.mark.live
+def test_the_api_page_s_examples_answer_as_their_comments_say(tmp_path: Path) -> None:
+    with running_server(f"sqlite:///{tmp_path / 'heroes.db'}") as server:
+        for number in range(1, 7):
+            httpx.post(f"{server.url}/heroes", json={"name": f"Hero {number}", "secret_name": "S"})
+        script = "curl() { command curl -s -i \"$@\"; echo '@@@'; }\n" + "\n".join(ANSWERED_BLOCKS)
+        ran = subprocess.run(
+            ["bash", "-c", script.replace("http://127.0.0.1:8000", server.url)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    answers = ran.stdout.split("@@@\n")[:-1]
+    comments = [comment for block in ANSWERED_BLOCKS for _, comment in commented_curls(block)]
+
+    assert len(ANSWERED_BLOCKS) >= 2
+    assert len(answers) == len(comments), ran.stderr
+    for answer, comment in zip(answers, comments, strict=True):
+        status = re.match(r"(\d{3})\b", comment)
+        headers = answer.split("\r\n\r\n", 1)[0].lower()
+        if status:
+            assert answer.startswith(f"HTTP/1.1 {status[1]} "), (comment, answer)
+        for name, value in re.findall(r"([\w-]+): (\"\d+\"|/heroes/\d+|true)", comment):
+            assert f"{name.lower()}: {value}" in headers, (comment, answer)
