@@ -31,7 +31,7 @@ from service.__main__ import COMMANDS, parser
 from service.app import create_app
 from service.settings import Settings
 from tests.live import running_server
-from tests.test_documentation import FENCE, HEADING, INLINE_CODE, PAGES, ROOT, prose_lines
+from tests.markdown_pages import FENCE, HEADING, INLINE_CODE, PAGES, ROOT, prose_lines
 
 BENCHMARKS = ROOT / "tests" / "benchmarks"
 VERSIONS = ROOT / "service" / "database" / "migrations" / "versions"

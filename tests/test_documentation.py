@@ -13,36 +13,14 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
+from tests.markdown_pages import DOCS, HEADING, INLINE_CODE, PAGES, README, ROOT, prose_lines
 
-ROOT = Path(__file__).parents[1]
-README = ROOT / "README.md"
-DOCS = ROOT / "docs"
-PAGES = [README, *sorted(DOCS.glob("*.md"))]
 README_MAX_LINES = 150
 """The README is a front door: it is shorter than this; the rest lives in docs/."""
 
-FENCE = re.compile(r"^ {0,3}(```|~~~)")
-HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)[ \t#]*$")
 # [text](target) or [text](target "title"); an image's ![alt](src) is a link to check too.
 LINK = re.compile(r"\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
-# A code span may wrap onto the next line, not across a paragraph.
-INLINE_CODE = re.compile(r"(`+)(?:(?!\1)(?!\n[ \t]*\n)[\s\S])+?\1")
 EXTERNAL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, mailto:, ...
-
-
-def prose_lines(text: str) -> list[str]:
-    """The lines of ``text`` outside fenced code blocks."""
-    lines: list[str] = []
-    fence: str | None = None
-    for line in text.splitlines():
-        opened = FENCE.match(line)
-        if fence is None and opened:
-            fence = opened[1]
-        elif fence is not None and line.strip().startswith(fence):
-            fence = None
-        elif fence is None:
-            lines.append(line)
-    return lines
 
 
 def slug(heading: str) -> str:
