@@ -126,7 +126,14 @@ def create_app(
     )
 
 
-SERVICE_HEADERS = ["X-Request-ID", "Retry-After"]
+SERVICE_HEADERS = [
+    "X-Request-ID",
+    "Retry-After",
+    "RateLimit-Policy",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+]
 """Response headers the service sends of its own, on any route (the resources document theirs)."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from litestar.testing import TestClient
 
 from service.app import create_app
 from service.database.engines import database_url
@@ -94,3 +95,28 @@ def test_the_prepared_pooler_mode_on_psycopg_stops_startup_naming_the_variable()
 
     with pytest.raises(SettingsError, match=r"^DB_POOLER_PREPARED: .*asyncpg"):
         create_app(settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "pooler", "query"),
+    [
+        ("postgresql://h/db?sslmode=verify-full", "none", {"ssl": "verify-full"}),
+        ("postgresql://h/db?ssl=require", "none", {"ssl": "require"}),
+        ("postgresql://h/db?sslmode=require", "transaction", {"sslmode": "require"}),
+        ("postgresql://h/db?ssl=require", "transaction", {"sslmode": "require"}),
+    ],
+)
+def test_a_url_s_tls_mode_reaches_the_driver_under_the_name_it_reads(
+    url: str, pooler: str, query: dict[str, str]
+) -> None:
+    assert dict(database_url(url, pooler).query) == query
+
+
+def test_a_managed_postgresql_url_with_sslmode_serves(postgres_url: str) -> None:
+    # The local server has no TLS: disable is the mode it takes, through asyncpg's `ssl`.
+    settings = Settings(database_url=f"{postgres_url}?sslmode=disable", access_log=False)
+
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/heroes")
+
+    assert response.status_code == 200

@@ -72,6 +72,7 @@ def database_url(raw: str, pooler: str = "none", *, prepared: bool = False) -> U
         unprepared = pooler != "none" and not prepared
         if unprepared and url.get_backend_name() == "postgresql":
             url = url.set(drivername=pooled.DRIVER)
+    url = _tls_parameter_for_the_driver(url)
     if is_sqlite(url) and url.get_driver_name() != "pysqlite":
         raise SettingsError(
             f"DATABASE_URL: SQLite runs on the sqlite3 module, not {url.drivername}"
@@ -79,6 +80,24 @@ def database_url(raw: str, pooler: str = "none", *, prepared: bool = False) -> U
     if is_sqlite(url) and pooler != "none":
         raise SettingsError("DB_POOLER: a pooler stands in front of PostgreSQL, not SQLite")
     return url
+
+
+TLS_PARAMETERS = {"asyncpg": ("sslmode", "ssl"), "psycopg": ("ssl", "sslmode")}
+"""Per driver, the TLS query parameter it does not know and the one it reads instead."""
+
+
+def _tls_parameter_for_the_driver(url: URL) -> URL:
+    """``?sslmode=`` (libpq's, in the URLs managed PostgreSQL services give) as asyncpg's ``ssl``.
+
+    SQLAlchemy hands the URL's query to the driver as keyword arguments; asyncpg's connect
+    has no ``sslmode`` (a TypeError at every connect) and psycopg's libpq no ``ssl``. The values
+    are the same six words (``disable`` ... ``verify-full``) for both.
+    """
+    foreign, own = TLS_PARAMETERS.get(url.get_driver_name(), ("", ""))
+    if foreign not in url.query or own in url.query:
+        return url
+    value = url.query[foreign]
+    return url.difference_update_query([foreign]).update_query_dict({own: value})
 
 
 def is_sqlite(url: URL) -> bool:
