@@ -22,7 +22,7 @@ migrate:
 test *args:
     python tools/run_tests.py {{args}}
 
-# The Quick start and the suite on Python VERSION (3.11-3.15), in a fresh copy; 3.13-3.15 from Debian roots (see tools/pythons.py)
+# The Quick start and the suite on Python VERSION (3.11-3.15), in a fresh clone; 3.13-3.15 from Debian roots (see tools/pythons.py)
 test-python version *args:
     python3 tools/pythons.py test {{version}} {{args}}
 

@@ -43,6 +43,7 @@ PACKAGES = {
         "pgbouncer",
         "ca-certificates",
         *("redis-server", "haproxy"),
+        "git",
     ),
     "sid": (
         "python3.14",
@@ -55,6 +56,7 @@ PACKAGES = {
         "libpq-dev",
         "ca-certificates",
         *("pgbouncer", "redis-server", "haproxy"),
+        "git",
     ),
 }
 """What each suite's root holds: the Pythons with venv and headers (some dependencies build from

@@ -5,8 +5,8 @@
     python tools/pythons.py record LABEL ORIGIN STATUS COUNTS_FILE [SECONDS]
     python tools/pythons.py results MATRIX_RESULTS            # .ci/run's closing report
 
-``test VERSION`` does what a new user with only that Python does: in a fresh copy of this
-checkout (its tracked and untracked files, not the ignored ones), with ``python3`` being that
+``test VERSION`` does what a new user with only that Python does: in a fresh clone of this
+checkout (with its uncommitted changes and untracked files, not the ignored ones), with ``python3`` being that
 version (a directory of its own first on ``PATH``), no environment active and pip refusing to
 install outside one, it runs the two commands of the README's Quick start as they are written.
 The first must serve: once ``GET /heroes`` answers, it is stopped (it listens on a free port,
@@ -14,8 +14,7 @@ given as ``PORT``: other services may hold 8000). The second runs the test suite
 later without the tests marked ``browser`` and ``sdk`` (they check what a browser and the SDK
 generators make of the OpenAPI document, which does not change with the server's Python) nor
 ``upgrade`` (they serve earlier releases, built from git history at their own pinned versions,
-which predate the newer Pythons, while today's ``migrate`` runs: the copy has no history, and
-what they prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd running
+which predate the newer Pythons, while today's ``migrate`` runs: what they prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd running
 the files of ``deploy/``, which the roots do not hold); the 3.11 run, ``just test``, has them all.
 
 Where each Python comes from (see ``PYTHONS``): 3.13 is Debian 13's ``python3``, 3.14 and 3.15
@@ -129,19 +128,31 @@ def quick_start_commands() -> tuple[str, str]:
 
 
 def fresh_copy(destination: Path) -> None:
-    """Copy the checkout's tracked and untracked files (not the ignored ones) to ``destination``."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
+    """A clone of the checkout in ``destination``, with its work tree's changes on top.
+
+    A clone, as a new user has: the migrations' tests read their history from git. The
+    checkout's uncommitted changes and untracked files (not the ignored ones) are copied over it,
+    and the files deleted in its work tree are deleted, so that what runs is what is here.
+    """
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(destination)], check=True)  # noqa: S603, S607
+
+    def listed(*options: str) -> list[str]:
+        said = subprocess.run(  # noqa: S603
+            ["git", "ls-files", "-z", *options],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        return list(filter(None, said.split("\0")))
+
+    for name in listed("--modified", "--others", "--exclude-standard"):
         source = ROOT / name
-        if source.is_file():  # a tracked file deleted in the work tree is left out
+        if source.is_file():
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    for name in listed("--deleted"):
+        (destination / name).unlink(missing_ok=True)
 
 
 def free_port() -> int:
@@ -181,7 +192,7 @@ SERVE_FAILED = 90
 
 
 def run_quick_start(version: str, python: Python, pytest_args: list[str]) -> int:
-    """Run the Quick start with ``python`` in a fresh copy; the status of its second command."""
+    """Run the Quick start with ``python`` in a fresh clone; the status of its second command."""
     serve, test = quick_start_commands()
     work = Path(tempfile.mkdtemp(prefix=f"hero-python-{version}-", dir="/tmp"))
     copy, bin_dir = work / "hero-service", work / "bin"
