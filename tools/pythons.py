@@ -6,16 +6,17 @@
     python tools/pythons.py results MATRIX_RESULTS            # .ci/run's closing report
 
 ``test VERSION`` does what a new user with only that Python does: in a fresh clone of this
-checkout (with its uncommitted changes and untracked files, not the ignored ones), with ``python3`` being that
-version (a directory of its own first on ``PATH``), no environment active and pip refusing to
-install outside one, it runs the two commands of the README's Quick start as they are written.
-The first must serve: once ``GET /heroes`` answers, it is stopped (it listens on a free port,
-given as ``PORT``: other services may hold 8000). The second runs the test suite; on 3.12 and
-later without the tests marked ``browser`` and ``sdk`` (they check what a browser and the SDK
-generators make of the OpenAPI document, which does not change with the server's Python) nor
-``upgrade`` (they serve earlier releases, built from git history at their own pinned versions,
-which predate the newer Pythons, while today's ``migrate`` runs: what they prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd running
-the files of ``deploy/``, which the roots do not hold); the 3.11 run, ``just test``, has them all.
+checkout (with its uncommitted changes and untracked files, not the ignored ones), with
+``python3`` being that version (a directory of its own first on ``PATH``), no environment active
+and pip refusing to install outside one, it runs the two commands of the README's Quick start as
+they are written. The first must serve: once ``GET /heroes`` answers, it is stopped (it listens
+on a free port, given as ``PORT``: other services may hold 8000). The second runs the test
+suite; on 3.12 and later without the tests marked ``browser`` and ``sdk`` (they check what a
+browser and the SDK generators make of the OpenAPI document, which does not change with the
+server's Python) nor ``upgrade`` (they serve earlier releases, built from git history at their
+own pinned versions, which predate the newer Pythons, while today's ``migrate`` runs: what they
+prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd running the files
+of ``deploy/``, which the roots do not hold); the 3.11 run, ``just test``, has them all.
 
 Where each Python comes from (see ``PYTHONS``): 3.13 is Debian 13's ``python3``, 3.14 and 3.15
 are Debian unstable's, each run inside the cached debootstrap root of ``tools/debian_root.py``
