@@ -70,7 +70,12 @@ def create_app(
     additions = [add for resource in resources if (add := resource.complete_document)]
     on_startup: list[LifespanHook] = [
         partial(prepare_schema, database),
-        partial(complete_document, additions=additions, api_key=bool(settings.api_keys)),
+        partial(
+            complete_document,
+            additions=additions,
+            api_key=bool(settings.api_keys),
+            unlimited=UNLIMITED_PATHS,
+        ),
     ]
     on_shutdown: list[LifespanHook] = [db.close]
     # The first middleware is the outermost: metrics count every answer, 429s included. The

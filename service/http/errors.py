@@ -126,22 +126,37 @@ def error_body(
 
 
 ERROR_DESCRIPTIONS = {
-    400: "The request is invalid: `extra` names each wrong field and says what is wrong.",
-    401: "Writes need `Authorization: Bearer <API key>`: the service runs with an API_KEY.",
+    400: (
+        "The request is invalid: for invalid input, `extra` names each wrong field and says what "
+        "is wrong; or its Host header or request line is malformed, or names a host this "
+        "service does not serve."
+    ),
+    401: (
+        "Writes need `Authorization: Bearer <API key>` when the service runs with an API_KEY; "
+        "this request had none, or not one of its keys."
+    ),
     404: "Nothing is at this URL.",
+    408: "The request's head or body did not arrive in time; the connection is closed.",
     409: (
         "The database refused the write (a constraint failed at commit); nothing was stored. "
         "Or a request with the same Idempotency-Key is still in progress: retry after "
         "`Retry-After` seconds."
     ),
     412: "The resource is no longer at the ETag sent in If-Match; GET it again and retry.",
-    422: "The Idempotency-Key was used with another request body: send a new key.",
-    413: "The request body is larger than the service accepts.",
+    413: "The request body is larger than the service accepts (MAX_BODY_SIZE).",
+    414: "The request target (the URL) is too long.",
     415: "The request body is not JSON: send it with `Content-Type: application/json`.",
-    429: "Too many requests from this client: retry after `RateLimit-Reset` seconds.",
+    422: "The Idempotency-Key was used with another request body: send a new key.",
+    428: "The operation needs a precondition header (If-Match) and the request sent none.",
+    429: (
+        "Too many requests from this client in the rate limit's window (RATE_LIMIT_PER_MINUTE): "
+        "retry after `Retry-After` seconds."
+    ),
+    431: "The request's header fields are too large; the connection is closed.",
     503: (
-        "The database is busy or unavailable: retry after `Retry-After` seconds. For a write, "
-        "`detail` says whether it may have been stored, and so whether a retry is safe."
+        "The database is busy or unavailable, or the server is at its connection limit: retry "
+        "after `Retry-After` seconds. For a write, `detail` says whether it may have been "
+        "stored, and so whether a retry is safe."
     ),
 }
 
