@@ -197,7 +197,7 @@ def test_create_hero_declares_the_idempotency_key_and_its_answers(
     assert "Idempotent-Replayed" in create["responses"]["201"]["headers"]
 
 
-CONFIGURATIONS = {
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "default": {},
     "api key": {"api_key": "openapi-key-1a2b3c"},
     "rate limit": {"rate_limit_per_minute": 100},
@@ -302,5 +302,6 @@ def test_bearer_scheme_is_always_described_and_required_on_writes_only_with_a_ke
     for path_item in served["paths"].values():
         for method, operation in path_item.items():
             write = method in {"post", "put", "patch", "delete"}
+            expected: list[dict[str, list[str]]] | None = None
             expected = [{"apiKey": []}] if write and "api_key" in settings else None
             assert operation.get("security") == expected, operation["operationId"]

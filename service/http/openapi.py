@@ -157,10 +157,8 @@ def document_every_answer(document: OpenAPI, unlimited: Sequence[str]) -> None:
     document.components = components
     for path, method, found in operations_at(document):
         responses = dict(found.responses or {})
-        for status in answered(found, method, path, unlimited):
-            responses.setdefault(
-                str(status), OpenAPIResponse(description=ERROR_DESCRIPTIONS[status])
-            )
+        for code in answered(found, method, path, unlimited):
+            responses.setdefault(str(code), OpenAPIResponse(description=ERROR_DESCRIPTIONS[code]))
         for status, answer in responses.items():
             if not (status.startswith(("4", "5")) and isinstance(answer, OpenAPIResponse)):
                 continue
