@@ -209,18 +209,9 @@ EVERY_OPERATION = {"400", "408", "414", "431", "503"}
 connection limit: any request may get these."""
 
 
-def document_served_with(**settings: Any) -> dict[str, Any]:
-    app = create_app(Settings(database_url="sqlite:///:memory:", access_log=False, **settings))
-    with TestClient[Litestar](app) as client:
-        response = client.get("/schema/openapi.json")
-        assert response.status_code == 200, response.text
-        served: dict[str, Any] = response.json()
-        return served
-
-
 @pytest.fixture(scope="module", params=list(CONFIGURATIONS))
 def configured_document(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return document_served_with(**CONFIGURATIONS[request.param])
+    return served_document(**CONFIGURATIONS[request.param])
 
 
 def statuses(document: dict[str, Any]) -> dict[str, set[str]]:
@@ -292,7 +283,7 @@ def test_bearer_scheme_is_always_described_and_required_on_writes_only_with_a_ke
     configuration: str,
 ) -> None:
     settings = CONFIGURATIONS[configuration]
-    served = document_served_with(**settings)
+    served = served_document(**settings)
 
     assert served["components"]["securitySchemes"]["apiKey"] == {
         "type": "http",
