@@ -234,11 +234,15 @@ def test_every_operation_documents_what_any_request_may_be_answered(
         assert answers >= EVERY_OPERATION, operation_id
 
 
-def test_writes_document_401_and_bodies_413_and_415(configured_document: dict[str, Any]) -> None:
+def test_writes_document_401_and_409_and_bodies_413_and_415(
+    configured_document: dict[str, Any],
+) -> None:
     for path_item in configured_document["paths"].values():
         for method, operation in path_item.items():
             answers = set(operation["responses"])
-            assert ("401" in answers) == (method in {"post", "put", "patch", "delete"}), operation
+            write = method in {"post", "put", "patch", "delete"}
+            assert ("401" in answers) == write, operation
+            assert ("409" in answers) == write, operation
             assert ({"413", "415"} <= answers) == ("requestBody" in operation), operation
 
 

@@ -20,6 +20,7 @@ it, as a ``Problem``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from http import HTTPStatus
 
 from litestar import Litestar
 from litestar.datastructures import ResponseHeader
@@ -53,7 +54,11 @@ too long (414) or too large (431), the database or the connection limit (503).""
 WITH_A_BODY = (413, 415)
 """What a request with a body may be answered besides: too large, or not JSON."""
 RATE_LIMITED = 429
-WRITES = 401
+WRITES = (401, 409)
+"""What a write may be answered besides: no API key, or refused by the database at commit."""
+WRITE_REFUSED = (
+    "The database refused the write (a constraint failed at commit); nothing was stored."
+)
 
 
 def seconds_header(description: str) -> OpenAPIHeader:
@@ -139,7 +144,7 @@ def answered(operation: Operation, method: str, path: str, unlimited: Sequence[s
     if operation.request_body is not None:
         statuses += WITH_A_BODY
     if method in WRITE_METHODS:
-        statuses.append(WRITES)
+        statuses += WRITES
     if not path.startswith(tuple(unlimited)):
         statuses.append(RATE_LIMITED)
     return statuses
@@ -158,7 +163,8 @@ def document_every_answer(document: OpenAPI, unlimited: Sequence[str]) -> None:
     for path, method, found in operations_at(document):
         responses = dict(found.responses or {})
         for code in answered(found, method, path, unlimited):
-            responses.setdefault(str(code), OpenAPIResponse(description=ERROR_DESCRIPTIONS[code]))
+            said = WRITE_REFUSED if code == HTTPStatus.CONFLICT else ERROR_DESCRIPTIONS[code]
+            responses.setdefault(str(code), OpenAPIResponse(description=said))
         for status, answer in responses.items():
             if not (status.startswith(("4", "5")) and isinstance(answer, OpenAPIResponse)):
                 continue
