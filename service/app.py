@@ -37,7 +37,10 @@ from service.settings import Settings, SettingsError, comma_list
 ERRORS_OVERVIEW = """\
 Every error answers with the same JSON body, `Error`: the HTTP `status_code`, a `detail` sentence
 and, for invalid input, `extra`: one entry per wrong field, naming it (`key`), where it was
-(`source`: body, query or path) and what is wrong with it (`message`).
+(`source`: body, query, path or header) and what is wrong with it (`message`). A request whose
+`Accept` asks for `application/problem+json` gets the same error as RFC 9457 problem details
+(`Problem`). Each operation documents every status it can answer, whatever the service's settings:
+401 on writes (when API_KEY is set), 429 under the rate limit (RATE_LIMIT_PER_MINUTE).
 """
 """The API's description after the resources' overviews."""
 
@@ -70,7 +73,12 @@ def create_app(
     additions = [add for resource in resources if (add := resource.complete_document)]
     on_startup: list[LifespanHook] = [
         partial(prepare_schema, database),
-        partial(complete_document, additions=additions, api_key=bool(settings.api_keys)),
+        partial(
+            complete_document,
+            additions=additions,
+            api_key=bool(settings.api_keys),
+            unlimited=UNLIMITED_PATHS,
+        ),
     ]
     on_shutdown: list[LifespanHook] = [db.close]
     # The first middleware is the outermost: metrics count every answer, 429s included. The

@@ -21,13 +21,14 @@ from service.settings import Settings
 DOCUMENT_URL = "/schema/openapi.json"
 
 
-def served_document() -> dict[str, Any]:
-    """The document an app with the default settings serves, as a client GETs it.
+def served_document(**settings: Any) -> dict[str, Any]:
+    """The document an app with the default settings but ``settings`` serves, as a client GETs it.
 
     It is fetched over (in-process) HTTP rather than built from the route table because the
-    app's startup hooks complete it (the links from ``createHero``).
+    app's startup hooks complete it (the links from ``createHero``, ``security`` with API keys).
     """
-    app = create_app(Settings(database_url="sqlite:///:memory:", access_log=False))
+    defaults: dict[str, Any] = {"database_url": "sqlite:///:memory:", "access_log": False}
+    app = create_app(Settings(**{**defaults, **settings}))
     with TestClient[Litestar](app) as client:
         response = client.get(DOCUMENT_URL)
         response.raise_for_status()

@@ -1,9 +1,10 @@
 """Every hero operation through the Python client that openapi-python-client generates.
 
 tests/test_sdk.py generates the package ``hero_service_client`` from the served document and
-runs this against a live server, with the package on the path::
+runs this against a live server started with an ``API_KEY``, with the package on the path::
 
-    PYTHONPATH=<dir holding hero_service_client> python -m tests.sdk_scenario http://127.0.0.1:8000
+    PYTHONPATH=<dir holding hero_service_client> python -m tests.sdk_scenario \
+        http://127.0.0.1:8000 <API key>
 
 It is written as a user of the client would write it: generated functions and models only, no
 raw HTTP. An assertion that fails exits non-zero with its traceback.
@@ -18,7 +19,7 @@ from datetime import timedelta
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-from hero_service_client import Client
+from hero_service_client import AuthenticatedClient, Client
 from hero_service_client.api.heroes import (
     create_hero,
     delete_hero,
@@ -37,9 +38,12 @@ from hero_service_client.models import (
 from hero_service_client.types import UNSET
 
 NOT_FOUND = Error(status_code=404, detail="Hero not found")
+UNAUTHORIZED = Error(
+    status_code=401, detail="Writes need the header Authorization: Bearer <API key>."
+)
 
 
-def create(client: Client, name: str, age: int | None) -> HeroPublic:
+def create(client: AuthenticatedClient, name: str, age: int | None) -> HeroPublic:
     """Create a hero and check the 201 answer: the hero and its URL in ``Location``."""
     body = HeroCreate(name=name, secret_name="Secret Identity", age=age)
     response = create_hero.sync_detailed(client=client, body=body)
@@ -62,14 +66,14 @@ def next_cursor(link: str | None) -> str | None:
     return parse_qs(urlsplit(found[1]).query)["cursor"][0] if found else None
 
 
-def read(client: Client, hero_id: int) -> HeroPublic:
+def read(client: AuthenticatedClient, hero_id: int) -> HeroPublic:
     """The hero with ``hero_id``, which must exist."""
     hero = get_hero.sync(hero_id, client=client)
     assert isinstance(hero, HeroPublic), hero
     return hero
 
 
-def retry_a_create(client: Client, name: str) -> None:
+def retry_a_create(client: AuthenticatedClient, name: str) -> None:
     """A create retried with its Idempotency-Key answers the first hero again."""
     body, key = HeroCreate(name=name, secret_name="Secret Identity", age=50), str(uuid.uuid4())
     first = create_hero.sync_detailed(client=client, body=body, idempotency_key=key)
@@ -82,11 +86,26 @@ def retry_a_create(client: Client, name: str) -> None:
     assert reused.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, reused.content
 
 
-def run(base_url: str) -> None:
+def anonymous_writes_are_refused(base_url: str, name: str) -> None:
+    """Without the API key, a client reads but may not write: 401, in the Error shape."""
+    with Client(base_url=base_url, raise_on_unexpected_status=True) as anonymous:
+        body = HeroCreate(name=name, secret_name="Secret Identity")
+        refused = create_hero.sync_detailed(client=anonymous, body=body)
+        assert refused.status_code == HTTPStatus.UNAUTHORIZED, refused.content
+        assert refused.parsed == UNAUTHORIZED, refused.parsed
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer"), refused.headers
+        assert list_heroes.sync(client=anonymous, name=name) == []
+
+
+def run(base_url: str, api_key: str) -> None:
     """Create, read, list, update and delete heroes; check the errors a client sees."""
     # Heroes of other tests may share the database: this run's heroes share a name of their own.
     name = f"SDK hero {uuid.uuid4().hex[:8]}"
-    with Client(base_url=base_url, raise_on_unexpected_status=True) as client:
+    anonymous_writes_are_refused(base_url, name)
+    authenticated = AuthenticatedClient(
+        base_url=base_url, token=api_key, raise_on_unexpected_status=True
+    )
+    with authenticated as client:
         heroes = [create(client, name, age) for age in (10, 20, 30, 40, None)]
 
         assert read(client, heroes[2].id) == heroes[2]
@@ -151,5 +170,5 @@ def run(base_url: str) -> None:
 
 
 if __name__ == "__main__":
-    run(sys.argv[1])
+    run(sys.argv[1], sys.argv[2])
     print("ok")

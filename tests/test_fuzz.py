@@ -2,17 +2,22 @@
 
 Every operation is fuzzed with valid and invalid input under every Schemathesis check: no 5xx,
 only documented status codes, content types, headers and bodies, valid data accepted, invalid
-data rejected, ``Allow`` right, plus one of ours: no answer gives a secret name away. The
-stateful test walks the links from createHero to the new hero's get, update and delete, which
-adds the checks that need a history (a deleted hero stays gone, a created one can be read).
+data rejected, ``Allow`` right, plus two of ours: no answer gives a secret name away, and every
+status answered is one the committed ``openapi.json`` (the SDKs' source) documents for the
+operation. The stateful test walks the links from createHero to the new hero's get, update and
+delete, which adds the checks that need a history (a deleted hero stays gone, a created one can
+be read). One more run, on SQLite, fuzzes an app with every option that adds answers on (an API
+key, the rate limit, a small body limit), so that 401, 429 and 413 are answered, and checked.
 The suite's runs are derandomized, so every run sends the same requests. ``just fuzz`` runs
 more examples on a random seed (``FUZZ_SEED``, ``FUZZ_EXAMPLES``), printing the seed to replay.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -28,8 +33,11 @@ from service.app import create_app
 from service.database.pages import Position
 from service.heroes.controller import ORDERS
 from service.http.cursors import encode_cursor
+from service.http.security import WRITE_METHODS
 from service.openapi_document import served_document
 from tests.helpers import direct_engine, settings_for
+
+COMMITTED_DOCUMENT = Path(__file__).parents[1] / "openapi.json"
 
 pytestmark = pytest.mark.fuzz
 
@@ -118,6 +126,34 @@ def secret_names_stay_secret(ctx: CheckContext, response: Response, case: Case[A
     return None
 
 
+DOCUMENTED_STATUSES = {
+    (method.upper(), path): set(operation["responses"])
+    for path, item in msgspec.json.decode(COMMITTED_DOCUMENT.read_bytes())["paths"].items()
+    for method, operation in item.items()
+}
+"""The statuses openapi.json documents for each operation, by method and path."""
+
+
+@schemathesis.check
+def every_status_is_documented(
+    ctx: CheckContext, response: Response, case: Case[Any]
+) -> bool | None:
+    """The answer's status is one that openapi.json documents for the operation.
+
+    Schemathesis checks the status against the document it fuzzes from; this checks it against
+    the committed one, whatever the app's configuration. A request sent with another method
+    than the operation's (Schemathesis tries TRACE on each path: 405) is no operation's.
+    """
+    if case.method.upper() != case.operation.method.upper():
+        return None
+    documented = DOCUMENTED_STATUSES[(case.operation.method.upper(), case.operation.path)]
+    assert str(response.status_code) in documented, (
+        f"{case.operation.label} answered {response.status_code}, which openapi.json does not "
+        f"document for it (it documents {', '.join(sorted(documented))})"
+    )
+    return None
+
+
 def with_a_real_cursor(query: dict[str, Any]) -> dict[str, Any]:
     """Swap a made-up cursor that fits the schema for a real one, and leave out its offset.
 
@@ -199,6 +235,65 @@ def test_linked_operations_keep_their_contract(fuzzed_app: Litestar, database_ur
         FromNoHeroes.run(settings=STATEFUL_SETTINGS)
     finally:
         engine.dispose()
+
+
+API_KEY = "fuzz-key-2d8f6a41c3b9"
+AUTHORIZED = {"Authorization": f"Bearer {API_KEY}"}
+EVERY_OPTION: dict[str, Any] = {
+    "api_key": API_KEY,
+    "rate_limit_per_minute": 60,
+    "max_body_size": 256,
+}
+"""The settings that add answers: 401 to a write without the key, 429 past 60 requests of the
+app's minute, 413 to a body over 256 bytes (a valid hero's can reach 600)."""
+EVERY_OPTION_EXAMPLES = max(5, EXAMPLES // 5)
+"""Fewer than the suite's: this run looks for statuses, the others for everything else."""
+
+
+def every_option_config() -> schemathesis.Config:
+    """``CONFIG`` for an app with ``EVERY_OPTION``: bodies valid or not may be too large (413);
+    fewer examples."""
+    options = copy.deepcopy(CONFIG)
+    options["generation"]["max-examples"] = EVERY_OPTION_EXAMPLES
+    options["checks"]["positive_data_acceptance"]["expected-statuses"].append("413")
+    options["checks"]["negative_data_rejection"] = {
+        # Schemathesis' default list, plus 413: a body over MAX_BODY_SIZE is refused unread.
+        "expected-statuses": [
+            *("400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428"),
+            *("429", "5xx"),
+        ]
+    }
+    return schemathesis.Config.from_dict(options)
+
+
+every_option_schema = schemathesis.openapi.from_dict(
+    msgspec.json.decode(COMMITTED_DOCUMENT.read_bytes()), config=every_option_config()
+)
+"""The committed document, which SDKs are generated from: fuzzed against an app whose document
+would say more (``security`` on the writes), to check that it names every status all the same."""
+
+
+@pytest.fixture
+def app_with_every_option(tmp_path: Path) -> Iterator[Litestar]:
+    """An app with ``EVERY_OPTION`` on a SQLite file, which keeps its state over all cases."""
+    database_url = f"sqlite:///{tmp_path / 'heroes.db'}"
+    yield create_app(settings_for(database_url, access_log=False, **EVERY_OPTION))
+    shutdown_lifespans()
+
+
+@every_option_schema.parametrize()
+@hypothesis.settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+def test_every_status_answered_with_every_option_on_is_documented(
+    case: Case[Any], app_with_every_option: Litestar
+) -> None:
+    case.query = with_a_real_cursor(case.query)
+    case.call_and_validate(app=app_with_every_option, headers=AUTHORIZED)
+    if case.method.upper() in WRITE_METHODS:
+        case.call_and_validate(app=app_with_every_option)  # without the key: 401
 
 
 def remove_every_hero(engine: sa.Engine) -> None:

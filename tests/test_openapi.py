@@ -12,7 +12,7 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 from openapi_spec_validator import validate
 
-from service.app import RESOURCES, create_app
+from service.app import RESOURCES, UNLIMITED_PATHS, create_app
 from service.http.etags import ENTITY_TAGS
 from service.http.idempotency import IDEMPOTENCY_KEY
 from service.http.resources import Resource
@@ -195,3 +195,108 @@ def test_create_hero_declares_the_idempotency_key_and_its_answers(
     assert key["schema"]["maxLength"] == 255
     assert {"409", "422"} <= set(create["responses"])
     assert "Idempotent-Replayed" in create["responses"]["201"]["headers"]
+
+
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "api key": {"api_key": "openapi-key-1a2b3c"},
+    "rate limit": {"rate_limit_per_minute": 100},
+    "api key and rate limit": {"api_key": "openapi-key-1a2b3c", "rate_limit_per_minute": 100},
+}
+"""The settings that change what the service answers: the document must say the same in each."""
+EVERY_OPERATION = {"400", "408", "414", "431", "503"}
+"""A malformed request or Host, a head too slow, too long or too large, the database or the
+connection limit: any request may get these."""
+
+
+@pytest.fixture(scope="module", params=list(CONFIGURATIONS))
+def configured_document(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return served_document(**CONFIGURATIONS[request.param])
+
+
+def statuses(document: dict[str, Any]) -> dict[str, set[str]]:
+    return {
+        operation_id: set(operation["responses"])
+        for operation_id, operation in operations(document).items()
+    }
+
+
+def test_every_configuration_documents_the_same_answers(
+    document: dict[str, Any], configured_document: dict[str, Any]
+) -> None:
+    assert statuses(configured_document) == statuses(document)
+
+
+def test_every_operation_documents_what_any_request_may_be_answered(
+    configured_document: dict[str, Any],
+) -> None:
+    for operation_id, answers in statuses(configured_document).items():
+        assert answers >= EVERY_OPERATION, operation_id
+
+
+def test_writes_document_401_and_409_and_bodies_413_and_415(
+    configured_document: dict[str, Any],
+) -> None:
+    for path_item in configured_document["paths"].values():
+        for method, operation in path_item.items():
+            answers = set(operation["responses"])
+            write = method in {"post", "put", "patch", "delete"}
+            assert ("401" in answers) == write, operation
+            assert ("409" in answers) == write, operation
+            assert ({"413", "415"} <= answers) == ("requestBody" in operation), operation
+
+
+def test_429_is_documented_wherever_the_rate_limit_applies(
+    configured_document: dict[str, Any],
+) -> None:
+    for path, path_item in configured_document["paths"].items():
+        for operation in path_item.values():
+            limited = not path.startswith(tuple(UNLIMITED_PATHS))
+            assert ("429" in operation["responses"]) == limited, (path, operation["operationId"])
+
+
+@pytest.mark.parametrize(
+    ("status", "header"),
+    [("401", "WWW-Authenticate"), ("429", "Retry-After"), ("503", "Retry-After")],
+)
+def test_errors_document_the_headers_they_always_carry(
+    document: dict[str, Any], status: str, header: str
+) -> None:
+    for operation_id, operation in operations(document).items():
+        answer = operation["responses"].get(status)
+        if answer is not None:
+            assert answer["headers"][header]["required"] is True, operation_id
+
+
+def test_every_error_is_documented_as_error_or_problem_details(document: dict[str, Any]) -> None:
+    for operation_id, operation in operations(document).items():
+        for status, answer in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                assert answer["content"] == {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+                    "application/problem+json": {
+                        "schema": {"$ref": "#/components/schemas/Problem"}
+                    },
+                }, (operation_id, status)
+    problem = document["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status", "detail"}
+
+
+@pytest.mark.parametrize("configuration", list(CONFIGURATIONS))
+def test_bearer_scheme_is_always_described_and_required_on_writes_only_with_a_key(
+    configuration: str,
+) -> None:
+    settings = CONFIGURATIONS[configuration]
+    served = served_document(**settings)
+
+    assert served["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": served["components"]["securitySchemes"]["apiKey"]["description"],
+    }
+    for path_item in served["paths"].values():
+        for method, operation in path_item.items():
+            write = method in {"post", "put", "patch", "delete"}
+            expected: list[dict[str, list[str]]] | None = None
+            expected = [{"apiKey": []}] if write and "api_key" in settings else None
+            assert operation.get("security") == expected, operation["operationId"]

@@ -18,6 +18,7 @@ from litestar.testing import TestClient
 
 from service.app import create_app
 from service.http.hosts import host_matches
+from service.ops.health import LEAVING
 from service.ops.requests import choose_request_id
 from service.settings import Settings
 from tests.helpers import Client, assert_error, create, new_hero
@@ -118,10 +119,26 @@ def test_with_api_key_the_document_declares_the_bearer_scheme(locked_client: Cli
     assert "security" not in document["paths"]["/heroes"]["get"]
 
 
-def test_without_api_key_the_document_declares_no_security(client: Client) -> None:
+def test_without_api_key_the_scheme_is_described_but_no_operation_requires_it(
+    client: Client,
+) -> None:
     document = client.get("/schema/openapi.json").json()
+    create_op = document["paths"]["/heroes"]["post"]
 
-    assert "securitySchemes" not in document.get("components", {})
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert "security" not in create_op
+    assert "401" in create_op["responses"]  # the same document whatever the settings
+
+
+def test_readiness_while_shutting_down_is_503_with_retry_after(client: Client) -> None:
+    LEAVING.set()
+    try:
+        response = client.get("/health/ready")
+    finally:
+        LEAVING.clear()
+
+    assert_error(response, 503)
+    assert response.headers["retry-after"] == "1"  # as every 503 says in the document
 
 
 def test_rate_limit_answers_429_past_the_limit_but_spares_health(tmp_path: object) -> None:

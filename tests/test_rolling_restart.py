@@ -77,6 +77,7 @@ def test_sigterm_answers_not_ready_while_serving_for_the_drain_then_stops(
     for response in ready:
         error = assert_error(response, 503)
         assert "shutting down" in error.detail
+        assert response.headers["retry-after"] == "1"  # as every 503 (see openapi.json)
     assert [r.status_code for r in served] == [200, 201] * (len(served) // 2)
     assert all(r.headers["connection"] == "close" for r in served)
     # One worker ends as uvicorn does, by the signal it was sent once shut down; a supervisor exits.

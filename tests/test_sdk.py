@@ -1,7 +1,8 @@
 """SDKs generated from the served OpenAPI document work, with no hand edits.
 
 Python: openapi-python-client generates ``hero_service_client`` without a warning, and
-tests/sdk_scenario.py drives a live server through it and type-checks against it.
+tests/sdk_scenario.py drives a live server with an API key through its ``AuthenticatedClient``
+(and is refused, 401, through its plain ``Client``), and type-checks against it.
 TypeScript: openapi-typescript generates types, and tests/sdk_types.ts, which uses them, compiles
 under ``tsc --strict``.
 """
@@ -22,6 +23,8 @@ from tests.conftest import IN_CI
 from tests.live import running_server
 
 pytestmark = pytest.mark.sdk
+
+API_KEY = "sdk-key-7c41e2b9d05a"
 
 REPO = Path(__file__).parents[1]
 SCENARIO = REPO / "tests" / "sdk_scenario.py"
@@ -84,10 +87,9 @@ def test_python_client_drives_every_operation_on_a_live_server(
     python_client: Generated, database_url: str
 ) -> None:
     environment = {**os.environ, "PYTHONPATH": str(python_client.path)}
-    with running_server(database_url) as server:
-        result = run(
-            [sys.executable, "-m", "tests.sdk_scenario", server.url], cwd=REPO, env=environment
-        )
+    with running_server(database_url, API_KEY=API_KEY) as server:
+        scenario: list[str | Path] = [sys.executable, "-m", "tests.sdk_scenario", server.url]
+        result = run([*scenario, API_KEY], cwd=REPO, env=environment)
 
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-import msgspec
 from litestar.response.base import ASGIResponse
 
-from service.http.errors import Error
+from service.http.errors import VARY, error_body, wants_problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -27,14 +26,26 @@ if TYPE_CHECKING:
     from litestar.types import HTTPScope
 
 
-def _refusal(detail: str, *, close: bool = True) -> ASGIResponse:
+class Refusal(NamedTuple):
+    """A 400 for the Host, made once: as an ``Error``, and as a ``Problem`` (see ``errors``)."""
+
+    error: ASGIResponse
+    problem: ASGIResponse
+
+    def answer(self, scope: HTTPScope) -> ASGIResponse:
+        """The refusal in the media type the request's ``Accept`` asks for."""
+        return self.problem if wants_problem(scope["headers"]) else self.error
+
+
+def _refusal(detail: str, *, close: bool = True) -> Refusal:
     """A 400; one for a malformed request closes the connection: it comes from a broken client."""
-    return ASGIResponse(
-        body=msgspec.json.encode(Error(400, detail)),
-        status_code=400,
-        media_type="application/json",
-        headers={"connection": "close"} if close else None,
-    )
+    headers = {**VARY, "connection": "close"} if close else VARY
+
+    def response(problem: bool) -> ASGIResponse:
+        body, media_type = error_body(400, detail, problem=problem)
+        return ASGIResponse(body=body, status_code=400, media_type=media_type, headers=headers)
+
+    return Refusal(response(problem=False), response(problem=True))
 
 
 WRONG_HOST = _refusal("The Host header names a host this service does not serve.", close=False)
@@ -63,17 +74,17 @@ def host_refusal(scope: HTTPScope, allowed: tuple[str, ...]) -> ASGIResponse | N
     for name, value in scope["headers"]:
         if name == b"host":
             if host is not None:
-                return TWO_HOSTS
+                return TWO_HOSTS.answer(scope)
             host = value
     if host is None:
         if scope.get("http_version") == "1.1":
-            return NO_HOST
+            return NO_HOST.answer(scope)
         host = b""
     if not valid_host(host):
-        return INVALID_HOST
+        return INVALID_HOST.answer(scope)
     if "*" in allowed or host_matches(host.decode("latin-1"), allowed):
         return None
-    return WRONG_HOST
+    return WRONG_HOST.answer(scope)
 
 
 def valid_host(value: bytes) -> bool:

@@ -14,11 +14,10 @@ import math
 import time
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-import msgspec
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 
-from service.http.errors import Error
+from service.http.errors import error_body, wants_problem
 from service.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -179,7 +178,7 @@ class RateLimitMiddleware(ASGIMiddleware):
             (b"ratelimit-reset", str(window.reset).encode()),
         ]
         if window.hits > self.limit:
-            await too_many_requests(window, headers, send)
+            await too_many_requests(window, headers, scope, send)
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -216,10 +215,15 @@ def client_key(address: str) -> str:
 
 
 async def too_many_requests(
-    window: Window, headers: list[tuple[bytes, bytes]], send: Send, what: str = "Too many requests"
+    window: Window,
+    headers: list[tuple[bytes, bytes]],
+    scope: Scope,
+    send: Send,
+    what: str = "Too many requests",
 ) -> None:
-    """Answer 429, saying when to come back."""
-    body = msgspec.json.encode(Error(429, f"{what}: retry in {window.reset} seconds."))
+    """Answer 429, saying when to come back, as an ``Error`` or as the ``Accept`` asks."""
+    detail = f"{what}: retry in {window.reset} seconds."
+    body, media_type = error_body(429, detail, problem=wants_problem(scope["headers"]))
     await send(
         {
             "type": "http.response.start",
@@ -227,8 +231,9 @@ async def too_many_requests(
             "headers": [
                 *headers,
                 (b"retry-after", str(window.reset).encode()),
-                (b"content-type", b"application/json"),
+                (b"content-type", media_type.encode()),
                 (b"content-length", str(len(body)).encode()),
+                (b"vary", b"Accept"),
             ],
         }
     )
@@ -280,7 +285,7 @@ class ByteBudgetMiddleware(ASGIMiddleware):
                 window = await self.counter.hit(client, length) if length else None
                 if window is not None and window.hits > self.budget:
                     refused = True
-                    await too_many_requests(window, [], send, "Too much of the docs")
+                    await too_many_requests(window, [], scope, send, "Too much of the docs")
                     return
             elif refused:
                 return

@@ -5,14 +5,22 @@ The headers and parameters of conditional requests and cursor pages, in each res
 links nor for a security scheme that only some operations require, documents no header read
 from the raw headers, and derives a response header's schema from an example string, so
 ``complete_document`` adds and corrects them in the generated document at startup, before it
-is first served: the API-key scheme here, and what each resource adds of its own (its
-``Resource.complete_document``, made of the functions below). Operations are found by their
-``operation_id``, or by their method for the writes, never by path strings.
+is first served: what each resource adds of its own (its ``Resource.complete_document``, made of
+the functions below), then what every operation answers alike (``document_every_answer``) and
+the API-key scheme. Operations are found by their ``operation_id``, or by their method, request
+body or path prefix for what applies to many, never by one path string.
+
+The answers every operation documents are the same in every configuration, so that the
+committed ``openapi.json`` that SDKs are generated from names them all: 401 on every write
+(required only with ``API_KEY``), 429 wherever the rate limit applies (with
+``RATE_LIMIT_PER_MINUTE``), each answered in the ``Error`` shape or, when ``Accept`` asks for
+it, as a ``Problem``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from http import HTTPStatus
 
 from litestar import Litestar
 from litestar.datastructures import ResponseHeader
@@ -32,34 +40,142 @@ from litestar.openapi.spec import (
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
-from service.http.errors import ERROR_DESCRIPTIONS
+from service.http.errors import ERROR_DESCRIPTIONS, JSON, PROBLEM_JSON
 from service.http.etags import ENTITY_TAGS, IF_MATCH, IF_NONE_MATCH
-from service.http.security import WRITE_METHODS
+from service.http.security import CHALLENGE, WRITE_METHODS
 
 API_KEY_SCHEME = "apiKey"
-UNAUTHORIZED = OpenAPIResponse(
-    description=ERROR_DESCRIPTIONS[401],
-    content={"application/json": OpenAPIMediaType(schema=Reference("#/components/schemas/Error"))},
+ERROR = Reference("#/components/schemas/Error")
+PROBLEM = Reference("#/components/schemas/Problem")
+
+EVERY_OPERATION = (400, 408, 414, 431, 503)
+"""What any request may be answered: a bad Host or request line (400), a head too slow (408),
+too long (414) or too large (431), the database or the connection limit (503)."""
+WITH_A_BODY = (413, 415)
+"""What a request with a body may be answered besides: too large, or not JSON."""
+RATE_LIMITED = 429
+WRITES = (401, 409)
+"""What a write may be answered besides: no API key, or refused by the database at commit."""
+WRITE_REFUSED = (
+    "The database refused the write (a constraint failed at commit); nothing was stored."
 )
 
 
+def seconds_header(description: str) -> OpenAPIHeader:
+    """A ``Retry-After`` of delay-seconds, sent with every answer it is documented on."""
+    return OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.INTEGER, minimum=0), description=description, required=True
+    )
+
+
+ANSWER_HEADERS: dict[int, dict[str, OpenAPIHeader]] = {
+    401: {
+        "WWW-Authenticate": OpenAPIHeader(
+            schema=Schema(type=OpenAPIType.STRING, examples=[CHALLENGE["WWW-Authenticate"]]),
+            description="The scheme to authenticate with: Bearer.",
+            required=True,
+        )
+    },
+    429: {"Retry-After": seconds_header("Seconds until the client's window ends.")},
+    503: {"Retry-After": seconds_header("Seconds to wait before retrying.")},
+}
+"""The headers an error answer always carries, by status."""
+
+PROBLEM_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    title="Problem",
+    description=(
+        "An error as RFC 9457 problem details, answered instead of `Error` to a request whose "
+        "`Accept` asks for `application/problem+json`: `title` names the status, `detail` and "
+        "`extra` are the `Error`'s."
+    ),
+    required=["type", "title", "status", "detail"],
+    properties={
+        "type": Schema(type=OpenAPIType.STRING, examples=["about:blank"]),
+        "title": Schema(type=OpenAPIType.STRING, examples=["Bad Request"]),
+        "status": Schema(type=OpenAPIType.INTEGER, examples=[400]),
+        "detail": Schema(type=OpenAPIType.STRING, examples=["Validation failed for POST /heroes"]),
+        "extra": Schema(
+            one_of=[
+                Schema(type=OpenAPIType.ARRAY, items=Reference("#/components/schemas/ErrorDetail")),
+                Schema(type=OpenAPIType.NULL),
+            ]
+        ),
+    },
+)
+"""``service.http.errors.Problem``, which no route returns for Litestar to describe."""
+
+
 def complete_document(
-    app: Litestar, *, additions: Iterable[Callable[[OpenAPI], None]], api_key: bool
+    app: Litestar,
+    *,
+    additions: Iterable[Callable[[OpenAPI], None]],
+    api_key: bool,
+    unlimited: Sequence[str] = (),
 ) -> None:
-    """Startup hook: the resources' ``additions``, and the API-key scheme if a key is required."""
+    """Startup hook: the resources' ``additions``, every operation's answers, the API-key scheme.
+
+    ``unlimited``: the path prefixes the rate limit leaves alone (no 429 there).
+    """
     document = app.openapi_schema
     for add in additions:
         add(document)
-    if api_key:
-        document_api_key(document)
+    document_every_answer(document, unlimited)
+    document_api_key(document, required=api_key)
 
 
 def operations(document: OpenAPI) -> Iterator[tuple[str, Operation]]:
     """Every operation of the document, with its HTTP method in capitals."""
-    for item in (document.paths or {}).values():
+    for _, method, found in operations_at(document):
+        yield method, found
+
+
+def operations_at(document: OpenAPI) -> Iterator[tuple[str, str, Operation]]:
+    """Every operation of the document, with its path and its HTTP method in capitals."""
+    for path, item in (document.paths or {}).items():
         for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
             if (operation := getattr(item, method)) is not None:
-                yield method.upper(), operation
+                yield path, method.upper(), operation
+
+
+def answered(operation: Operation, method: str, path: str, unlimited: Sequence[str]) -> list[int]:
+    """The error statuses ``operation`` may answer whatever the configuration, beyond its own."""
+    statuses = list(EVERY_OPERATION)
+    if operation.request_body is not None:
+        statuses += WITH_A_BODY
+    if method in WRITE_METHODS:
+        statuses += WRITES
+    if not path.startswith(tuple(unlimited)):
+        statuses.append(RATE_LIMITED)
+    return statuses
+
+
+def document_every_answer(document: OpenAPI, unlimited: Sequence[str]) -> None:
+    """Add what every operation may answer, and give every error its headers and media types.
+
+    An operation keeps its own words for an answer it documents already (its resource's 404).
+    Every error is documented as ``application/json`` (``Error``) and, for a client that asks for
+    it, ``application/problem+json`` (``Problem``).
+    """
+    components = document.components or Components()
+    components.schemas = {**(components.schemas or {}), "Problem": PROBLEM_SCHEMA}
+    document.components = components
+    for path, method, found in operations_at(document):
+        responses = dict(found.responses or {})
+        for code in answered(found, method, path, unlimited):
+            said = WRITE_REFUSED if code == HTTPStatus.CONFLICT else ERROR_DESCRIPTIONS[code]
+            responses.setdefault(str(code), OpenAPIResponse(description=said))
+        for status, answer in responses.items():
+            if not (status.startswith(("4", "5")) and isinstance(answer, OpenAPIResponse)):
+                continue
+            answer.content = {
+                JSON: OpenAPIMediaType(schema=ERROR),
+                PROBLEM_JSON: OpenAPIMediaType(schema=PROBLEM),
+            }
+            headers = ANSWER_HEADERS.get(int(status))
+            if headers:
+                answer.headers = {**(answer.headers or {}), **headers}
+        found.responses = dict(sorted(responses.items()))
 
 
 def operation(document: OpenAPI, operation_id: str) -> Operation:
@@ -78,22 +194,30 @@ def response(document: OpenAPI, operation_id: str, status: str) -> OpenAPIRespon
     return found
 
 
-def document_api_key(document: OpenAPI) -> None:
-    """Declare the bearer scheme and require it, with its 401, on every write operation."""
+def document_api_key(document: OpenAPI, *, required: bool) -> None:
+    """Declare the bearer scheme; if ``required`` (an API_KEY is set), require it on writes.
+
+    The scheme is declared either way, so that the one committed document gives SDKs an
+    authenticated client; every write documents its 401 (``document_every_answer``).
+    """
     components = document.components or Components()
     components.security_schemes = {
         **(components.security_schemes or {}),
         API_KEY_SCHEME: SecurityScheme(
             type="http",
             scheme="bearer",
-            description="The service's API_KEY; needed for POST, PATCH and DELETE.",
+            description=(
+                "The service's API_KEY, needed for POST, PATCH and DELETE when the service runs "
+                "with one (operations that need it then say so in `security`)."
+            ),
         ),
     }
     document.components = components
+    if not required:
+        return
     for method, write in operations(document):
         if method in WRITE_METHODS:
             write.security = [{API_KEY_SCHEME: []}]
-            write.responses = {**(write.responses or {}), "401": UNAUTHORIZED}
 
 
 # What the routes' decorators declare --------------------------------------------------------

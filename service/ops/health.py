@@ -12,7 +12,7 @@ from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.spec import Tag
 
 from service.database.statements import SELECT_ONE, Database
-from service.http.errors import documented_errors
+from service.http.errors import RETRY_AFTER_SECONDS, documented_errors
 from service.http.resources import Resource
 
 LEAVING = threading.Event()
@@ -56,7 +56,9 @@ class HealthController(Controller):
         `SHUTDOWN_DRAIN_SECONDS`, so that load balancers send it no new requests.
         """
         if LEAVING.is_set():
-            raise ServiceUnavailableException("The service is shutting down.")
+            raise ServiceUnavailableException(
+                "The service is shutting down.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            )
         await db.fetch(SELECT_ONE)
         return Response(Health("ready"))
 
