@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from typing import TYPE_CHECKING
 
 from service.settings import SettingsError, comma_list
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from litestar.types import HTTPScope
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -16,10 +19,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 FORWARDED_HEADERS = {"x-forwarded-for": b"x-forwarded-for", "forwarded": b"forwarded"}
 """The headers a proxy may append its peer to (``FORWARDED_HEADER``), by setting value."""
-_FORWARDED_PAIR = re.compile(
-    r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,"\s]*)\s*'
-)
-"""One ``token=value`` pair of a ``Forwarded`` element (RFC 7239), the value maybe quoted."""
+_TOKEN = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+"""RFC 9110's ``tchar``: what a ``Forwarded`` parameter's name and unquoted value are made of."""
+_QUOTED_TEXT = re.compile(r"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*")
+"""The inside of RFC 9110's ``quoted-string``: ``qdtext`` and ``quoted-pair``."""
+_QUOTED_PAIR = re.compile(r"\\(.)")
+_OWS = " \t"
 
 
 class TrustedProxies:
@@ -60,14 +65,12 @@ class TrustedProxies:
         peer = (scope.get("client") or (None, 0))[0]
         if peer is None or not self or not self.trusts(peer):
             return peer
-        lines = [v.decode("latin-1") for k, v in scope["headers"] if k == self.header]
-        entries = (
-            forwarded_for(",".join(lines))
-            if self.header == b"forwarded"
-            else ",".join(lines).split(",")
+        header = ",".join(v.decode("latin-1") for k, v in scope["headers"] if k == self.header)
+        entries: Iterable[str] = (
+            forwarded_for(header) if self.header == b"forwarded" else reversed(header.split(","))
         )
         client = normal_address(peer)
-        for entry in reversed(entries):
+        for entry in entries:
             address = parse_address(entry)
             if address is None:
                 # A garbled entry (or "unknown", or an obfuscated name): keep the last address
@@ -85,7 +88,7 @@ def parse_address(entry: str) -> IPAddress | None:
     ``203.0.113.7``, ``203.0.113.7:5555``, ``2001:db8::1``, ``[2001:db8::1]``,
     ``[2001:db8::1]:443``. An IPv4-mapped IPv6 address is read as the IPv4 address it maps.
     """
-    text = entry.strip()
+    text = entry.strip(_OWS)
     if text.startswith("["):
         text, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not (rest[0] == ":" and _is_port(rest[1:]))):
@@ -112,28 +115,101 @@ def normal_address(address: str) -> str:
     return address if ip is None else str(ip)
 
 
-def forwarded_for(header: str) -> list[str]:
-    """The ``for=`` value of each element of a ``Forwarded`` header, quotes removed.
+def forwarded_for(header: str) -> Iterator[str]:
+    """The ``for=`` value of each element of a ``Forwarded`` header, from the right, unquoted.
 
-    An element without one gives an empty entry, which stops the walk as a garbled one would.
+    Read right to left, as RFC 7239's grammar has it (``token=value`` pairs split by ``;``,
+    elements by ``,``, a value a token or a quoted-string), so that the elements the trusted
+    proxies appended are read as they wrote them, whatever the client wrote before them (an
+    unclosed quote, say). An element that does not parse exactly, or has no ``for``, gives an
+    empty entry, which stops the walk at the last trusted hop; nothing left of it is read.
     """
-    values = []
-    position = 0
-    while position <= len(header):
-        value = ""
-        while (pair := _FORWARDED_PAIR.match(header, position)) is not None:
-            if pair[1].lower() == "for":
-                value = pair[2][1:-1] if pair[2].startswith('"') else pair[2]
-            position = pair.end()
-            if header[position : position + 1] != ";":
+    end = len(header)
+    while True:
+        element = _element_before(header, end)
+        if element is None:
+            yield ""
+            return
+        start, value = element
+        if value is None or (value.count(":") > 1 and not value.startswith("[")):
+            yield ""  # no for=, or an IPv6 address without its brackets (RFC 7239, section 6)
+            return
+        yield value
+        if start == 0:
+            return
+        end = start - 1  # the comma before the element
+
+
+def _element_before(header: str, end: int) -> tuple[int, str | None] | None:
+    """The ``Forwarded`` element ending at ``end``: where it starts and its ``for`` value.
+
+    None when ``header[:end]`` does not end in an element of RFC 7239's grammar (with the
+    optional white space a list allows around its commas), or when it names a parameter twice.
+    """
+    position = end
+    names: set[str] = set()
+    value_of_for: str | None = None
+    while True:
+        start = position
+        while start > 0 and header[start - 1] in _OWS:
+            start -= 1
+        if start == 0 or header[start - 1] == ",":
+            return start, value_of_for
+        if position not in (start, end):
+            return None  # white space inside the element
+        position = start
+        if header[position - 1] == ";":  # an empty pair
+            position -= 1
+            continue
+        pair = _pair_before(header, position)
+        if pair is None:
+            return None
+        position, name, value = pair
+        if name in names:
+            return None
+        names.add(name)
+        if name == "for":
+            value_of_for = value
+        if position > 0 and header[position - 1] == ";":
+            position -= 1
+        elif position > 0 and header[position - 1] not in _OWS and header[position - 1] != ",":
+            return None
+
+
+def _pair_before(header: str, end: int) -> tuple[int, str, str] | None:
+    """The ``name=value`` pair ending at ``end``: where it starts, its name (lower case), value."""
+    position = end
+    if header[position - 1] == '"':
+        opening = position - 1
+        while True:
+            opening = header.rfind('"', 0, opening)
+            if opening < 0:
+                return None
+            backslashes = opening
+            while backslashes > 0 and header[backslashes - 1] == "\\":
+                backslashes -= 1
+            if (opening - backslashes) % 2 == 0:  # not an escaped quote
                 break
-            position += 1
-        values.append(value)
-        comma = header.find(",", position)
-        if comma < 0:
-            break
-        position = comma + 1
-    return values
+        quoted = header[opening + 1 : position - 1]
+        if _QUOTED_TEXT.fullmatch(quoted) is None:
+            return None
+        value = _QUOTED_PAIR.sub(r"\1", quoted) if "\\" in quoted else quoted
+        position = opening
+    else:
+        while position > 0 and header[position - 1] in _TOKEN:
+            position -= 1
+        value = header[position:end]
+        if not value:
+            return None
+    if position == 0 or header[position - 1] != "=":
+        return None
+    name_end = position - 1
+    position = name_end
+    while position > 0 and header[position - 1] in _TOKEN:
+        position -= 1
+    if position == name_end:
+        return None
+    return position, header[position:name_end].lower(), value
 
 
 def _is_port(text: str) -> bool:
