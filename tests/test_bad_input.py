@@ -9,7 +9,7 @@ import pytest
 
 from service.database.tables import AGE_MAX, NAME_MAX_LENGTH
 from service.http.decoding import MAX_NESTING
-from tests.helpers import Client, assert_error, create, new_hero
+from tests.helpers import Client, asgi_request, assert_error, create, new_hero
 
 LONG = "x" * (NAME_MAX_LENGTH + 1)
 
@@ -140,6 +140,23 @@ def test_patch_with_malformed_body_is_400(client: Client, body: bytes, key: None
         ("limit=101", "limit"),
         ("limit=-1", "limit"),
         ("limit=1.5", "limit"),
+        # Integers and booleans only as JSON writes them, as path ids are.
+        ("limit=5.0", "limit"),
+        ("limit=05", "limit"),
+        ("limit=%2B5", "limit"),
+        ("limit=5%20", "limit"),
+        ("limit=", "limit"),
+        ("min_age=1e1", "min_age"),
+        ("offset=0.0", "offset"),
+        ("offset=-0", "offset"),
+        ("max_age=0.0", "max_age"),
+        ("max_age=%30.0", "max_age"),
+        ("li%6Dit=5.0", "limit"),
+        ("count=True", "count"),
+        ("count=1", "count"),
+        ("count=0", "count"),
+        ("count=-0", "count"),
+        ("count=", "count"),
         ("offset=-1", "offset"),
         ("offset=abc", "offset"),
         (f"offset={2**63}", "offset"),
@@ -153,6 +170,14 @@ def test_patch_with_malformed_body_is_400(client: Client, body: bytes, key: None
 )
 def test_list_with_bad_query_value_is_400_naming_it(client: Client, query: str, key: str) -> None:
     assert_error(client.get(f"/heroes?{query}"), 400, key)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=5", "limit=%35", "offset=0", "min_age=0&max_age=10", "count=true", "count=false"],
+)
+def test_list_with_canonical_query_values_is_200(client: Client, query: str) -> None:
+    assert client.get(f"/heroes?{query}").status_code == 200
 
 
 @pytest.mark.parametrize("hero_id", ["0", "-1", str(2**63), str(10**30)])
@@ -337,3 +362,14 @@ def test_empty_body_is_400_saying_so(client: Client, method: str, content_type: 
 
     assert error.extra
     assert "empty" in error.extra[0].message
+
+
+@pytest.mark.parametrize("length", [b"+30", b"3_0", "\u0663\u0660".encode(), b"30.0", b"x"])
+def test_content_length_that_is_not_digits_is_400(client: Client, length: bytes) -> None:
+    body = b'{"name":"A","secret_name":"B"}'  # 30 bytes
+    headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", length)]
+
+    status, _, answer = asgi_request(client, headers, method="POST", body=body)
+
+    assert status == 400, answer
+    assert client.get("/heroes").json() == []

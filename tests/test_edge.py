@@ -226,3 +226,25 @@ def test_hostile_headers_never_get_a_500_from_the_server(
     request = f"{method} {path} HTTP/1.1\r\n".encode() + lines + length + b"\r\n" + body
 
     assert_answer_is_sound(*exchange(server, request))
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("limit=5.0", "limit"),
+        ("min_age=1e1", "min_age"),
+        ("offset=0.0", "offset"),
+        ("max_age=0.0", "max_age"),
+        ("count=True", "count"),
+    ],
+)
+def test_query_numbers_not_written_canonically_are_400_from_the_server(
+    server: Server, query: str, key: str
+) -> None:
+    request = f"GET /heroes?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+
+    status, headers, body = exchange(server, request)
+
+    assert (status, headers[b"content-type"]) == (400, b"application/json")
+    assert [detail["key"] for detail in msgspec.json.decode(body)["extra"]] == [key]

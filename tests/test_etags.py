@@ -49,7 +49,7 @@ def test_patch_with_matching_if_match_succeeds(client: Client) -> None:
     assert response.json()["name"] == "Renamed"
 
 
-@pytest.mark.parametrize("if_match", ['"2"', 'W/"1"', '"2", W/"1"', '"abc"', ""])
+@pytest.mark.parametrize("if_match", ['"2"', 'W/"1"', '"2", W/"1"', '"abc"', "", '"01"', '"001"'])
 def test_patch_with_stale_or_unusable_if_match_is_412_and_changes_nothing(
     client: Client, if_match: str
 ) -> None:
@@ -220,6 +220,7 @@ def test_the_documented_pattern_is_the_one_checked() -> None:
         ('"2147483647"', [2**31 - 1]),
         ('"2147483648", "4"', [4]),
         ("", []),
+        ('"03", "4"', [4]),
     ],
 )
 def test_allowed_versions_compares_strongly(

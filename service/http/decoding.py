@@ -87,10 +87,10 @@ class StrictRequest(Request[Any, Any, Any]):
         """The ``Content-Length`` header as a number; 400 when it is not one."""
         if self._content_length is Empty:
             header = self._first_header(b"content-length")
-            try:
-                self._content_length = int(header) if header is not None else None
-            except ValueError:
-                raise ClientException(f"Invalid content-length: {header!r}") from None
+            if header is not None and not (header.isascii() and header.isdigit()):
+                # RFC 9110's 1*DIGIT, not what int() also reads (+5, " 5", 5_0, other digits).
+                raise ClientException(f"Invalid content-length: {header!r}")
+            self._content_length = int(header) if header is not None else None
         return self._content_length
 
     @property

@@ -28,8 +28,11 @@ allows only visible ASCII inside the quotes (no service tag holds anything else)
 
 _WELL_FORMED = re.compile(ENTITY_TAGS)
 _TAG = re.compile(_OPAQUE_TAG)
-_VERSION_TAG = re.compile(r'"([0-9]{1,18})"')
-"""A strong entity tag the service issues: a version of up to 18 digits, quoted."""
+_VERSION_TAG = re.compile(r'"(0|[1-9][0-9]{0,17})"')
+"""A strong entity tag the service issues: a version of up to 18 digits, quoted.
+
+Written as ``etag`` writes it, with no leading zero: strong comparison is of the tags' bytes
+(RFC 9110, 8.8.3.2), so ``"01"`` is not the tag of version 1."""
 
 
 class MalformedEntityTags(ValueError):

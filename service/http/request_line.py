@@ -1,16 +1,18 @@
-"""The request line, strictly: canonical integers in the path, each single query value once.
+"""The request line, strictly: canonical integers in the path and the query, single values once.
 
 Litestar reads ``012``, ``+12``, ``1_2`` and non-ASCII digits in a path as 12 (Python's
-``int()``) and keeps the last of a query parameter given twice; the service accepts neither (see
-``service.http.decoding`` for the body). ``strict_request_line`` is the app-level middleware
-that checks both on every routed request.
+``int()``), ``5.0`` and ``1e1`` in a query as integers, ``True``, ``1`` and ``-0`` as booleans
+(msgspec's lax conversion), and keeps the last of a query parameter given twice; the service
+accepts none of these (see ``service.http.decoding`` for the body). ``strict_request_line`` is
+the app-level middleware that checks them on every routed request.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
+from urllib.parse import unquote_to_bytes
 
 from litestar.connection import ASGIConnection
 from litestar.constants import RESERVED_KWARGS
@@ -23,8 +25,15 @@ if TYPE_CHECKING:
 
     from litestar.handlers import BaseRouteHandler
     from litestar.types import ASGIApp, Receive, Scope, Send
+    from litestar.typing import FieldDefinition
 
 _PATH_PARAMETER = re.compile(r"\{(?P<name>\w+)(?::[^}]*)?\}")
+_CANONICAL_INTEGER = re.compile(rb"0|-?[1-9][0-9]*")
+"""An integer as JSON and ``str(int)`` write it: no ``+``, no leading zero, fraction or exponent."""
+_BOOLEANS = frozenset((b"true", b"false"))
+INTEGER_MESSAGE = "Expected an integer in decimal digits: no +, leading zero, fraction or exponent."
+BOOLEAN_MESSAGE = "Expected true or false."
+_MESSAGES = {int: INTEGER_MESSAGE, bool: BOOLEAN_MESSAGE}
 
 
 def non_canonical_integer(template: str, path: str, params: Mapping[str, Any]) -> str | None:
@@ -54,6 +63,7 @@ def strict_request_line(app: ASGIApp) -> ASGIApp:
         if scope["type"] == ScopeType.HTTP:
             canonical_path_integers(scope)
             single_query_values(scope)
+            canonical_query_values(scope)
         await app(scope, receive, send)
 
     return checked
@@ -71,10 +81,9 @@ def canonical_path_integers(scope: Scope) -> None:
         raise NotFoundException()
 
 
-@functools.lru_cache(maxsize=256)
-def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
-    """The parameters ``handler`` declares as single values (not lists), path ones included."""
-    names = set()
+def _query_fields(handler: BaseRouteHandler) -> dict[str, FieldDefinition]:
+    """The parameters ``handler`` may read from the query, by name, path ones included."""
+    fields = {}
     dependencies = handler.resolve_dependencies()
     for name, field in handler.parsed_fn_signature.parameters.items():
         if name in RESERVED_KWARGS or name in dependencies:
@@ -83,12 +92,73 @@ def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
         if isinstance(kwarg, ParameterKwarg):
             if kwarg.param_type != ParamType.QUERY:
                 continue
-            name = kwarg.name or name  # noqa: PLW2901
-        elif kwarg is not None:
+            fields[kwarg.name or name] = field
+        elif kwarg is None:
+            fields[name] = field
+    return fields
+
+
+@functools.lru_cache(maxsize=256)
+def scalar_query_names(handler: BaseRouteHandler) -> frozenset[str]:
+    """The parameters ``handler`` declares as single values (not lists), path ones included."""
+    fields = _query_fields(handler)
+    return frozenset(name for name, field in fields.items() if not field.is_non_string_sequence)
+
+
+@functools.lru_cache(maxsize=256)
+def typed_query_names(handler: BaseRouteHandler) -> dict[bytes, type]:
+    """The query parameters of ``handler`` that are integers or booleans (maybe None), by name."""
+    typed = {}
+    for name, field in _query_fields(handler).items():
+        if field.is_non_string_sequence:
             continue
-        if not field.is_non_string_sequence:
-            names.add(name)
-    return frozenset(names)
+        kinds = set(get_args(field.annotation) or (field.annotation,)) - {type(None)}
+        if len(kinds) == 1 and (kind := kinds.pop()) in _MESSAGES:
+            typed[name.encode()] = kind
+    return typed
+
+
+def canonical_query_values(scope: Scope) -> None:
+    """An integer or boolean query parameter not written canonically is 400, naming it.
+
+    Integers as path ids are (``0``, or an optional ``-`` and digits from a non-zero one: not
+    ``05``, ``+5``, ``5.0`` or ``1e1``), booleans ``true`` or ``false``, as JSON writes them and
+    as the OpenAPI document's ``integer`` and ``boolean`` mean. Only the query string's bytes are
+    read here; Litestar converts them as before.
+    """
+    query_string = scope.get("query_string")
+    if not query_string:
+        return
+    typed = typed_query_names(scope["route_handler"])
+    if not typed:
+        return
+    wrong = set()
+    for pair in query_string.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if b"%" in name or b"+" in name:
+            name = _unquote(name)
+        kind = typed.get(name)
+        if kind is None:
+            continue
+        if b"%" in value or b"+" in value:
+            value = _unquote(value)
+        if not (_CANONICAL_INTEGER.fullmatch(value) if kind is int else value in _BOOLEANS):
+            wrong.add(name.decode())
+    wrong -= scope.get("path_params", {}).keys()
+    if wrong:
+        kinds = {name: typed[name.encode()] for name in wrong}
+        raise ValidationException(
+            detail=f"Validation failed for {scope.get('method')} {scope['path']}",
+            extra=[
+                {"message": _MESSAGES[kinds[name]], "key": name, "source": "query"}
+                for name in sorted(wrong)
+            ],
+        )
+
+
+def _unquote(text: bytes) -> bytes:
+    """A name or value of the query string as the app reads it: ``+`` and ``%XX`` decoded."""
+    return unquote_to_bytes(text.replace(b"+", b" "))
 
 
 def single_query_values(scope: Scope) -> None:
