@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +20,8 @@ from service.app import create_app
 from service.http.errors import Error
 from service.http.hosts import UnsupportedTarget, target_authority, valid_host
 from service.settings import Settings
-from tests.helpers import Answer, asgi_request
+from tests.helpers import Answer, asgi_request, self_signed_certificate
+from tests.live import Server, running_server
 
 MALFORMED_HOSTS = [
     b"x:y",
@@ -143,3 +150,72 @@ def test_target_authority(target: bytes, authority: bytes | None) -> None:
 def test_target_authority_refuses_other_schemes() -> None:
     with pytest.raises(UnsupportedTarget):
         target_authority(b"ftp://heroes.example/heroes")
+
+
+def status_for_host(server: Server, path: str, host: str) -> int:
+    """The status of ``GET path`` with ``Host: host``, sent over plain HTTP on a new connection."""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        return int(sock.recv(64).split(b" ")[1])
+
+
+@pytest.mark.live
+def test_health_checks_answer_any_host_where_allowed_hosts_refuses_it(tmp_path: Path) -> None:
+    # A kubelet probes the pod's IP; the image's HEALTHCHECK, 127.0.0.1.
+    with running_server(f"sqlite:///{tmp_path}/h.db", ALLOWED_HOSTS="heroes.example") as server:
+        probes = {
+            (path, host): status_for_host(server, path, host)
+            for path in ("/health/live", "/health/ready", "/health/ready/")
+            for host in ("10.1.2.3:8000", f"127.0.0.1:{server.port}")
+        }
+        heroes = [
+            status_for_host(server, "/heroes", host) for host in ("10.1.2.3", "heroes.example")
+        ]
+        malformed = status_for_host(server, "/health/live", "10.1.2.3:x")
+
+    assert set(probes.values()) == {200}, probes
+    assert heroes == [400, 200]
+    assert malformed == 400
+
+
+def image_healthcheck() -> list[str]:
+    """The command of the Containerfile's HEALTHCHECK (its exec form)."""
+    containerfile = (Path(__file__).parents[1] / "Containerfile").read_text(encoding="utf-8")
+    found = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", containerfile, re.MULTILINE | re.DOTALL)
+    assert found, "no HEALTHCHECK in the Containerfile"
+    command: list[str] = json.loads(found[1])
+    return [sys.executable if command[0] == "python" else command[0], *command[1:]]
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_the_image_healthcheck_passes_with_allowed_hosts_and_tls_set(
+    tmp_path: Path, tls: bool
+) -> None:
+    env = {"ALLOWED_HOSTS": "heroes.example"}
+    if tls:
+        cert, key = self_signed_certificate(tmp_path)
+        env |= {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+    with running_server(f"sqlite:///{tmp_path}/h.db", **env) as server:
+        check = subprocess.run(
+            image_healthcheck(),
+            env={**os.environ, **env, "PORT": str(server.port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        server.stop()
+        stopped = subprocess.run(
+            image_healthcheck(),
+            env={**os.environ, **env, "PORT": str(server.port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    assert check.returncode == 0, check.stderr
+    assert stopped.returncode != 0
+    assert len(stopped.stderr.strip().splitlines()) == 1, stopped.stderr

@@ -81,8 +81,12 @@ def test_each_probe_asks_the_route_made_for_it_on_the_port_the_image_serves(
     probe: str, path: str
 ) -> None:
     http_get = CONTAINER[probe]["httpGet"]
-    with TestClient(create_app(Settings(database_url="sqlite:///:memory:"))) as client:
-        answered = client.get(http_get["path"])
+    allowed_hosts = environment(CONTAINER)["ALLOWED_HOSTS"]
+    settings = Settings(database_url="sqlite:///:memory:", allowed_hosts=allowed_hosts)
+    with TestClient(create_app(settings)) as client:
+        # The kubelet sends the pod's IP and the port as Host.
+        answered = client.get(http_get["path"], headers={"Host": "10.1.2.3:8000"})
+        assert client.get("/heroes", headers={"Host": "10.1.2.3:8000"}).status_code == 400
 
     assert http_get["path"] == path
     assert answered.status_code == 200

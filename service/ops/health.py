@@ -15,6 +15,11 @@ from service.database.statements import SELECT_ONE, Database
 from service.http.errors import RETRY_AFTER_SECONDS, documented_errors
 from service.http.resources import Resource
 
+PROBE_PATHS = frozenset({"/health/live", "/health/ready", "/health/live/", "/health/ready/"})
+"""The health checks' paths: answered whatever the ``Host`` header names (``ALLOWED_HOSTS``
+aside), as probes (a kubelet's, a container's HEALTHCHECK) address the instance by its IP. They
+tell nothing but "ok" or "not ready"."""
+
 LEAVING = threading.Event()
 """Set when the server has been told to stop (SIGTERM): readiness fails, so that load balancers
 take this instance out of rotation, while it goes on serving (``service.serving``)."""

@@ -21,6 +21,7 @@ from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 from service.http.errors import REQUEST_ID_STATE, TRACE_ID_KEY
 from service.http.hosts import host_refusal
 from service.http.proxies import TrustedProxies
+from service.ops.health import PROBE_PATHS
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ access_logger = logging.getLogger("service.access")
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """Request ids a client may choose; anything else is replaced, so it cannot forge log lines."""
+ANY_HOST = ("*",)
+"""The hosts served on ``PROBE_PATHS``: any (a malformed ``Host`` is still refused)."""
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
 SHUTTING_DOWN = threading.Event()
 """Set when the server begins a graceful shutdown: answers then close their connection."""
@@ -99,8 +102,9 @@ class ServiceApp(Litestar):
 
     Why, one line each:
     - host check: 400 in the Error shape for any path, for a missing, repeated or malformed
-      ``Host`` (before anything builds a URL from it) or one not served; Litestar's
-      ``allowed_hosts`` is a route middleware (an unknown path on a wrong host would get 404);
+      ``Host`` (before anything builds a URL from it) or one not served (but the health checks,
+      ``PROBE_PATHS``, serve any); Litestar's ``allowed_hosts`` is a route middleware (an
+      unknown path on a wrong host would get 404);
     - access log: timed from the request's arrival, for every answer, 404, 405 and 413 too;
       middleware and ``after_request`` run for routed requests only;
     - request id: chosen before anything can answer, so the log line and the header agree;
@@ -172,7 +176,8 @@ class ServiceApp(Litestar):
             await http_send(message)
 
         try:
-            refusal = host_refusal(http_scope, self.served_hosts)
+            served = ANY_HOST if http_scope["path"] in PROBE_PATHS else self.served_hosts
+            refusal = host_refusal(http_scope, served)
             if refusal is None:
                 http_scope["app"] = http_scope["litestar_app"] = self
                 await self.asgi_handler(http_scope, cast("Receive", receive), send_through_hooks)
