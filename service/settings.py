@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 import msgspec
@@ -173,13 +173,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if environ is None:
             from_file = {k: v for k, v in dotenv_values(".env").items() if v is not None}
             environ = {**from_file, **os.environ}
+        # An empty variable (``X=`` in a compose file or a manifest) means the default, as
+        # pydantic-settings' env_ignore_empty has it.
         values = {
-            name: environ[name.upper()] for name in cls.__struct_fields__ if name.upper() in environ
+            name: environ[name.upper()]
+            for name in cls.__struct_fields__
+            if environ.get(name.upper(), "") != ""
         }
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise SettingsError(_name_the_variable(str(exc))) from None
+            raise SettingsError(_name_the_variable(str(exc), values)) from None
 
 
 def _without_password(url: str) -> str:
@@ -187,9 +191,31 @@ def _without_password(url: str) -> str:
     return url if password is None else url.replace(f":{password}@", f":{REDACTED}@", 1)
 
 
-def _name_the_variable(message: str) -> str:
-    """Turn msgspec's ``... - at `$.max_body_size``` into ``MAX_BODY_SIZE: ...``."""
+def _name_the_variable(message: str, values: Mapping[str, str]) -> str:
+    """Turn msgspec's ``... - at `$.max_body_size``` into ``MAX_BODY_SIZE: ...``.
+
+    For a choice (a boolean, one of some words), the message lists the values accepted.
+    """
     detail, _, path = message.rpartition(" - at `$.")
     if not detail:
         return message
-    return f"{path.rstrip('`').upper()}: {detail}"
+    name = path.rstrip("`")
+    given = "" if name in SECRET_FIELDS else f", not {values.get(name, '')!r}"
+    accepted = _choices(name)
+    if accepted is not None:
+        return f"{name.upper()}: expected one of {accepted}{given}"
+    detail = detail.removesuffix(", got `str`")
+    detail = {"Expected `int`": "expected an integer", "Expected `float`": "expected a number"}.get(
+        detail, detail
+    )
+    return f"{name.upper()}: {detail}{given}"
+
+
+def _choices(name: str) -> str | None:
+    """The values a boolean or ``Literal`` setting accepts, as msgspec reads them from a string."""
+    hint = get_type_hints(Settings).get(name)
+    if hint is bool:
+        return "true, false, 1, 0 (in any case)"
+    if get_origin(hint) is Literal:
+        return ", ".join(str(choice) for choice in get_args(hint))
+    return None

@@ -81,3 +81,39 @@ def test_flags_win_over_host_and_port_in_the_environment(tmp_path: Path) -> None
         on_environment = answers(f"http://127.0.0.2:{port}/health/live")
 
     assert (on_flags, on_environment) == (True, False)
+
+
+@pytest.mark.live
+def test_empty_variables_mean_their_defaults(tmp_path: Path) -> None:
+    # As compose files and Kubernetes manifests write an unset value.
+    port = free_port()
+    empty = dict.fromkeys(("ALLOW_ANONYMOUS_WRITES", "METRICS", "DB_POOL_SIZE", "HOST"), "")
+
+    with started(tmp_path, PORT=str(port), **empty):
+        served = answers(f"http://127.0.0.1:{port}/health/live")
+
+    assert served
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("ALLOW_ANONYMOUS_WRITES", "maybe", "expected one of true, false, 1, 0 (in any case)"),
+        ("DB_POOLER", "session", "expected one of none, transaction"),
+        ("PORT", "http", "expected an integer"),
+    ],
+)
+def test_an_invalid_variable_stops_the_service_with_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    stopped = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'h.db'}", variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert stopped.returncode == 1
+    assert stopped.stderr.splitlines() == [f"python -m service: {variable}: {said}, not {value!r}"]

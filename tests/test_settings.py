@@ -44,6 +44,27 @@ def test_invalid_value_is_an_error_naming_the_variable(variable: str, value: str
         Settings.from_env({variable: value})
 
 
+def test_an_empty_variable_means_the_default() -> None:
+    empty = {name.upper(): "" for name in Settings.__struct_fields__}
+
+    assert Settings.from_env(empty) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ALLOW_ANONYMOUS_WRITES", "maybe", "expected one of true, false, 1, 0"),
+        ("METRICS", "yes", "expected one of true, false, 1, 0"),
+        ("DB_POOLER", "session", "expected one of none, transaction, not 'session'"),
+        ("FORWARDED_HEADER", "x-real-ip", "expected one of x-forwarded-for, forwarded"),
+        ("PORT", "http", "expected an integer, not 'http'"),
+    ],
+)
+def test_invalid_choice_names_the_values_accepted(variable: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}: {message}"):
+        Settings.from_env({variable: value})
+
+
 @pytest.mark.parametrize(
     ("url", "driver"),
     [
