@@ -31,6 +31,7 @@ from pathlib import Path
 
 from service import serving
 from service.database.backup import BackupError, backup
+from service.database.engines import database_url
 from service.database.schema import MigrationError, migrate
 from service.ops.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from service.settings import Settings, SettingsError
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        # Checked here, in one line, rather than in a traceback from each worker's app.
+        database_url(
+            settings.database_url, settings.db_pooler, prepared=settings.db_pooler_prepared
+        )
     except SettingsError as exc:
         sys.exit(f"python -m service: {exc}")
     if args.command == "backup":

@@ -66,7 +66,7 @@ def database_url(raw: str, pooler: str = "none", *, prepared: bool = False) -> U
     sends an unprepared statement in one round trip (see ``service.database.pooled``), unless the
     pooler keeps prepared statements (``prepared``): asyncpg then, as straight to PostgreSQL.
     """
-    url = make_url(raw)
+    url = parse_database_url(raw)
     if "+" not in url.drivername and url.drivername in DRIVERS:
         url = url.set(drivername=DRIVERS[url.drivername])
         unprepared = pooler != "none" and not prepared
@@ -98,6 +98,64 @@ def _tls_parameter_for_the_driver(url: URL) -> URL:
         return url
     value = url.query[foreign]
     return url.difference_update_query([foreign]).update_query_dict({own: value})
+
+
+URL_EXAMPLES = "sqlite:///heroes.db, or postgresql://user@host/db"
+_POSTGRES_PORT = 5432
+
+
+def parse_database_url(raw: str) -> URL:
+    """``DATABASE_URL`` parsed, libpq's multi-host form turned into the drivers' form.
+
+    Raises :class:`SettingsError` naming ``DATABASE_URL``, in one line, for a URL that is not
+    one, a port that is not a number from 1 to 65535, or a database other than SQLite and
+    PostgreSQL. The message never holds the URL: it may hold a password.
+    """
+    try:
+        url = make_url(libpq_hosts(raw))
+    except (ValueError, sa.exc.ArgumentError):
+        raise SettingsError(
+            f"DATABASE_URL: not a database URL such as {URL_EXAMPLES} (with a port, if any, "
+            "from 1 to 65535)"
+        ) from None
+    if url.port is not None and not 1 <= url.port <= 65535:  # noqa: PLR2004
+        raise SettingsError("DATABASE_URL: the port is not a number from 1 to 65535")
+    if url.get_backend_name() not in DRIVERS:
+        raise SettingsError(
+            f"DATABASE_URL: the service runs on SQLite or PostgreSQL ({URL_EXAMPLES}), "
+            f"not {url.get_backend_name()}"
+        )
+    return url
+
+
+def libpq_hosts(raw: str) -> str:
+    """``raw`` with libpq's multi-host authority moved to SQLAlchemy's ``host`` parameters.
+
+    ``postgresql://u@h1:5432,h2/db?target_session_attrs=read-write`` (as managed databases print
+    it) becomes ``postgresql://u@/db?target_session_attrs=read-write&host=h1:5432&host=h2:5432``,
+    which SQLAlchemy's asyncpg and psycopg dialects take: each tries the hosts in turn, and
+    ``target_session_attrs`` is passed on to the driver. A host without a port gets libpq's
+    default, 5432 (asyncpg needs every port). Any other URL is returned as it is.
+    """
+    scheme, separator, rest = raw.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    authority, tail = (rest, "") if end < 0 else (rest[:end], rest[end:])
+    userinfo, at, hosts = authority.rpartition("@")
+    if not separator or "," not in hosts:
+        return raw
+    parameters = []
+    for host in hosts.split(","):
+        name, colon, port = host.partition(":")
+        valid_port = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535  # noqa: PLR2004
+        if not name or "[" in host or (colon and not valid_port):
+            raise SettingsError(
+                "DATABASE_URL: each host of a multi-host URL is a name or an IPv4 address, with "
+                "a port from 1 to 65535 or none (5432)"
+            )
+        parameters.append(f"host={name}:{port or _POSTGRES_PORT}")
+    path, _, query = tail.partition("?")
+    query = "&".join(part for part in (query, *parameters) if part)
+    return f"{scheme}://{userinfo}{at}{path or '/'}?{query}"
 
 
 def is_sqlite(url: URL) -> bool:
