@@ -20,9 +20,11 @@ close what is left and wait for the requests in flight.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import ipaddress
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -113,13 +115,28 @@ class DrainingProcess(multiprocess.Process):
     """A worker process that runs :class:`DrainingServer`."""
 
     def __init__(
-        self, config: uvicorn.Config, sockets: list[socket.socket], leave_seconds: float = 0.0
+        self,
+        config: uvicorn.Config,
+        sockets: list[socket.socket],
+        leave_seconds: float = 0.0,
+        leaving: Any = None,
     ) -> None:
-        """A worker serving ``config`` on ``sockets``; see :class:`DrainingServer`."""
-        self.leave_seconds = leave_seconds  # pickled with the process for the spawned worker
+        """A worker serving ``config`` on ``sockets``; see :class:`DrainingServer`.
+
+        ``leaving``: the supervisor's flag in shared memory, set on SIGTERM (see ``LEAVING``).
+        """
+        # Pickled with the process for the spawned worker, the shared flag as shared memory.
+        self.leave_seconds = leave_seconds
+        self.leaving = leaving
         self.stop_at_once = False
         """Set by the supervisor when the worker need not leave the balancer before stopping."""
         super().__init__(config, sockets)
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover
+        """In the worker: read the supervisor's flag, then serve."""
+        if self.leaving is not None:
+            LEAVING.share(self.leaving)
+        super().target(sockets)
 
     def terminate(self) -> None:
         """Stop the worker (SIGTERM); first SIGINT, which skips the drain, if it is to stop at once.
@@ -151,15 +168,22 @@ class Supervisor(multiprocess.Multiprocess):
         self, config: uvicorn.Config, sockets: list[socket.socket], leave_seconds: float = 0.0
     ) -> None:
         """Supervise ``config.workers`` workers on ``sockets``; see :class:`DrainingServer`."""
+        self.leave_seconds = leave_seconds
+        # Shared by every worker, those that replace others included (see ``LEAVING``).
+        self.leaving = multiprocessing.get_context("spawn").RawValue(ctypes.c_bool, False)
         # uvicorn's supervisor creates its workers through this module-level name.
         multiprocess.Process = functools.partial(  # type: ignore[misc,assignment]
-            DrainingProcess, leave_seconds=leave_seconds
+            DrainingProcess, leave_seconds=leave_seconds, leaving=self.leaving
         )
         super().__init__(config, sockets=sockets)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop_listening)
 
     def _stop_listening(self, sig: int, _frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self.leave_seconds:
+            # Before any worker is signalled: from now on none answers ready, whichever worker
+            # a probe reaches, nor one that notices the signal later than another.
+            self.leaving.value = True
         # The workers' copies of the socket stay open while they leave the balancer.
         for sock in self.sockets:
             sock.close()

@@ -150,6 +150,9 @@ def test_uvicorn_worker_process_builds_its_server_in_an_overridable_property() -
     assert isinstance(inspect.getattr_static(process, "server"), property)
     assert "server" in process.target.__code__.co_names  # the worker serves through it
     assert inspect.isfunction(process.terminate)
+    # DrainingProcess.target runs in the worker first (the process is pickled with it, spawned).
+    assert parameters(process.target) == ["self", "sockets"]
+    assert "self.target" in inspect.getsource(process.__init__)
 
 
 # Litestar: service/http/decoding.py (StrictRequest), service/ops/requests.py (ServiceApp).

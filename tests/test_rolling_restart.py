@@ -17,7 +17,9 @@ import io
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -83,6 +85,68 @@ def test_sigterm_answers_not_ready_while_serving_for_the_drain_then_stops(
     # One worker ends as uvicorn does, by the signal it was sent once shut down; a supervisor exits.
     assert exit_code == (-signal.SIGTERM if workers == 1 else 0)
     assert stopped_at - sigterm_at >= DRAIN_SECONDS
+
+
+def readiness(port: int) -> int:
+    """The status of ``GET /health/ready`` on a connection of its own (a balancer's check)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return int(sock.recv(64).split(b" ")[1])
+
+
+@pytest.mark.alone  # under load, on every core
+@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize("to", ["the supervisor", "the process group"])
+def test_after_one_worker_answers_not_ready_on_sigterm_none_answers_ready(
+    tmp_path: Path, workers: int, to: str
+) -> None:
+    # A balancer that counts consecutive failures must not see an instance that leaves flap.
+    server = Server(
+        f"sqlite:///{tmp_path}/h.db", workers=workers, SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS)
+    )
+    probes: list[tuple[float, float, int]] = []  # started, answered, status
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                status = readiness(server.port)
+            except OSError:
+                continue  # the listener closed at the end of the drain
+            probes.append((started, time.monotonic(), status))
+
+    # The load from another process, so that the probes here wait on the server alone.
+    load = subprocess.Popen(
+        [
+            *(sys.executable, "-c", "import asyncio, sys; from tests.live import run_load; "),
+            f"asyncio.run(run_load({server.url!r}, clients=8, seconds={DRAIN_SECONDS + 3}))",
+        ]
+    )
+    threads = [threading.Thread(target=probe) for _ in range(4)]
+    try:
+        time.sleep(1)
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        if to == "the supervisor":
+            os.kill(server.process.pid, signal.SIGTERM)
+        else:
+            os.killpg(server.process.pid, signal.SIGTERM)
+        time.sleep(DRAIN_SECONDS - 0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        load.kill()
+        load.wait()
+        server.stop()
+
+    first_not_ready = min(answered for _, answered, status in probes if status == 503)
+    ready_again = [p for p in probes if p[0] > first_not_ready and p[2] == 200]
+    print(f"{workers} workers: {len(probes)} probes, {len(ready_again)} ready after a 503")
+    assert {status for _, _, status in probes} == {200, 503}
+    assert ready_again == []
 
 
 @pytest.mark.parametrize("to", ["the process group", "the supervisor"])

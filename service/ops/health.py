@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get
@@ -20,7 +20,36 @@ PROBE_PATHS = frozenset({"/health/live", "/health/ready", "/health/live/", "/hea
 aside), as probes (a kubelet's, a container's HEALTHCHECK) address the instance by its IP. They
 tell nothing but "ok" or "not ready"."""
 
-LEAVING = threading.Event()
+
+class Leaving:
+    """Whether the service has been told to stop (SIGTERM): readiness fails from then on.
+
+    With several workers, the supervisor gives each one the same flag in shared memory
+    (:meth:`share`), which it sets itself before it passes SIGTERM on, and which a worker told
+    directly (the whole process group signalled) sets too. So once one worker answers not ready,
+    every other does: a balancer never sees an instance that is leaving answer ready again.
+    """
+
+    def __init__(self) -> None:
+        self._here = threading.Event()
+        self._shared: Any = None
+
+    def share(self, flag: Any) -> None:
+        """Also read (and set) ``flag``, a ``c_bool`` in shared memory, in this worker."""
+        self._shared = flag
+
+    def set(self) -> None:
+        """Fail readiness, in every worker."""
+        if self._shared is not None:
+            self._shared.value = True
+        self._here.set()
+
+    def is_set(self) -> bool:
+        """Whether readiness fails."""
+        return self._here.is_set() or (self._shared is not None and bool(self._shared.value))
+
+
+LEAVING = Leaving()
 """Set when the server has been told to stop (SIGTERM): readiness fails, so that load balancers
 take this instance out of rotation, while it goes on serving (``service.serving``)."""
 
@@ -65,6 +94,8 @@ class HealthController(Controller):
                 "The service is shutting down.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             )
         await db.fetch(SELECT_ONE)
+        if LEAVING.is_set():  # told while the query ran: no "ready" after another said not
+            raise ServiceUnavailableException("The service is shutting down.")
         return Response(Health("ready"))
 
 
