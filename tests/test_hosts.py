@@ -193,11 +193,14 @@ def image_healthcheck() -> list[str]:
 def test_the_image_healthcheck_passes_with_allowed_hosts_and_tls_set(
     tmp_path: Path, tls: bool
 ) -> None:
-    env = {"ALLOWED_HOSTS": "heroes.example"}
-    if tls:
-        cert, key = self_signed_certificate(tmp_path)
-        env |= {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
-    with running_server(f"sqlite:///{tmp_path}/h.db", **env) as server:
+    cert, key = self_signed_certificate(tmp_path) if tls else ("", "")
+    env = {"ALLOWED_HOSTS": "heroes.example", "TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+    with running_server(
+        f"sqlite:///{tmp_path}/h.db",
+        ALLOWED_HOSTS=env["ALLOWED_HOSTS"],
+        TLS_CERT_FILE=env["TLS_CERT_FILE"],
+        TLS_KEY_FILE=env["TLS_KEY_FILE"],
+    ) as server:
         check = subprocess.run(
             image_healthcheck(),
             env={**os.environ, **env, "PORT": str(server.port)},
