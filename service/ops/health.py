@@ -44,6 +44,12 @@ class Leaving:
             self._shared.value = True
         self._here.set()
 
+    def clear(self) -> None:
+        """Answer ready again (in tests: the flag is the process's)."""
+        if self._shared is not None:
+            self._shared.value = False
+        self._here.clear()
+
     def is_set(self) -> bool:
         """Whether readiness fails."""
         return self._here.is_set() or (self._shared is not None and bool(self._shared.value))
@@ -89,13 +95,14 @@ class HealthController(Controller):
         Also 503 once the service has been told to stop (SIGTERM), while it still serves for
         `SHUTDOWN_DRAIN_SECONDS`, so that load balancers send it no new requests.
         """
+        leaving = ServiceUnavailableException(
+            "The service is shutting down.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
         if LEAVING.is_set():
-            raise ServiceUnavailableException(
-                "The service is shutting down.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-            )
+            raise leaving
         await db.fetch(SELECT_ONE)
         if LEAVING.is_set():  # told while the query ran: no "ready" after another said not
-            raise ServiceUnavailableException("The service is shutting down.")
+            raise leaving
         return Response(Health("ready"))
 
 
