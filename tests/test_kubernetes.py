@@ -254,7 +254,9 @@ def test_podman_plays_the_migration_job_then_the_deployment_which_serves(
         inspected = podman(
             "inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}", server
         ).stdout.split()
-        with httpx.Client(base_url=url, timeout=10) as client:
+        # The API under the name in ALLOWED_HOSTS; readiness above came by IP, as a kubelet's.
+        public_name = {"Host": environment(CONTAINER)["ALLOWED_HOSTS"]}
+        with httpx.Client(base_url=url, timeout=10, headers=public_name) as client:
             anonymous = client.post("/heroes", json=new_hero("Kube"))
             key = {"Authorization": f"Bearer {API_KEY}"}
             created = client.post("/heroes", json=new_hero("Kube"), headers=key)
