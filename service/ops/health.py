@@ -51,8 +51,10 @@ class Leaving:
         self._here.clear()
 
     def is_set(self) -> bool:
-        """Whether readiness fails."""
-        return self._here.is_set() or (self._shared is not None and bool(self._shared.value))
+        """Whether readiness fails (read on every answer: see ``add_response_headers``)."""
+        if self._shared is not None:  # set and cleared with this worker's own flag
+            return bool(self._shared.value)
+        return self._here.is_set()
 
 
 LEAVING = Leaving()

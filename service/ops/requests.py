@@ -21,7 +21,7 @@ from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 from service.http.errors import REQUEST_ID_STATE, TRACE_ID_KEY
 from service.http.hosts import host_refusal
 from service.http.proxies import TrustedProxies
-from service.ops.health import PROBE_PATHS
+from service.ops.health import LEAVING, PROBE_PATHS
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,14 +67,16 @@ def add_response_headers(message: HTTPResponseStartEvent, scope: Scope) -> None:
     ]
     status = message["status"]
     methods_listed = scope.get("method") == "OPTIONS" or status == HTTP_405_METHOD_NOT_ALLOWED
-    if not (methods_listed or SHUTTING_DOWN.is_set()):
+    # Leaving (any worker told SIGTERM, with several) closes connections as shutting down does.
+    closing = SHUTTING_DOWN.is_set() or LEAVING.is_set()
+    if not (methods_listed or closing):
         return
     headers = MutableScopeHeaders.from_message(message)
     if methods_listed and "allow" in headers:
         template = scope.get("path_template")
         methods = methods_of_path(Litestar.from_scope(scope), template) if template else ""
         headers["Allow"] = methods or with_head(headers["Allow"])
-    if SHUTTING_DOWN.is_set():
+    if closing:
         headers["Connection"] = "close"
 
 

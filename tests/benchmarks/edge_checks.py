@@ -8,7 +8,7 @@ Each figure is CPU microseconds, the best of ``--rounds`` rounds (``time.process
   ``X-Forwarded-For`` of two entries;
 - the checks added to every request: canonical integer and boolean query values (for
   ``GET /heroes/?offset=0&limit=20`` and a query of every typed parameter), the health checks'
-  path test before the ``Host`` check, ``Content-Length`` as digits, and readiness's flag;
+  path test before the ``Host`` check, ``Content-Length`` as digits, and the leaving flag read on every answer;
 - whole requests through the app on a SQLite file of 1,000 heroes (``list-20``: ``GET
   /heroes/?offset=0&limit=20``; ``get-one``), each tree in a process of its own: the baseline
   exported by ``git archive`` and today's;
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import functools
 import importlib.util
 import io
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -129,7 +131,7 @@ def check_rows(rounds: int) -> list[tuple[str, float]]:
 
     from service.app import create_app  # noqa: PLC0415
     from service.http.request_line import canonical_query_values  # noqa: PLC0415
-    from service.ops.health import LEAVING, PROBE_PATHS  # noqa: PLC0415
+    from service.ops.health import LEAVING, PROBE_PATHS, Leaving  # noqa: PLC0415
     from service.settings import Settings  # noqa: PLC0415
 
     app = create_app(Settings(database_url="sqlite:///:memory:", access_log=False))
@@ -140,7 +142,9 @@ def check_rows(rounds: int) -> list[tuple[str, float]]:
     every = b"offset=0&limit=20&min_age=1&max_age=99&count=true&order_by=name"
     typed: Any = {**scope([], query=every), "route_handler": handler}
     length = b"62"
-    flag = threading.Event()
+    flag = shutting_down = threading.Event()
+    shared = Leaving()
+    shared.share(multiprocessing.get_context("spawn").RawValue(ctypes.c_bool, False))
     return [
         (
             "canonical query values, `offset=0&limit=20`",
@@ -159,10 +163,17 @@ def check_rows(rounds: int) -> list[tuple[str, float]]:
             best(rounds, 200_000, lambda: length.isascii() and length.isdigit()),
         ),
         (
-            "readiness's flag, shared by the workers (/health/ready only)",
-            best(rounds, 200_000, LEAVING.is_set),
+            "the leaving flag, read on every answer (Connection: close while leaving), one worker",
+            best(rounds, 200_000, lambda: shutting_down.is_set() or LEAVING.is_set()),
         ),
-        ("readiness's flag before (a threading.Event)", best(rounds, 200_000, flag.is_set)),
+        (
+            "the same in a worker of several (the flag in shared memory)",
+            best(rounds, 200_000, lambda: shutting_down.is_set() or shared.is_set()),
+        ),
+        (
+            "before: the shutting-down flag alone (a threading.Event)",
+            best(rounds, 200_000, flag.is_set),
+        ),
     ]
 
 
