@@ -8,7 +8,8 @@ Each figure is CPU microseconds, the best of ``--rounds`` rounds (``time.process
   ``X-Forwarded-For`` of two entries;
 - the checks added to every request: canonical integer and boolean query values (for
   ``GET /heroes/?offset=0&limit=20`` and a query of every typed parameter), the health checks'
-  path test before the ``Host`` check, ``Content-Length`` as digits, and the leaving flag read on every answer;
+  path test before the ``Host`` check, ``Content-Length`` as digits, and the leaving flag,
+  read on every answer;
 - whole requests through the app on a SQLite file of 1,000 heroes (``list-20``: ``GET
   /heroes/?offset=0&limit=20``; ``get-one``), each tree in a process of its own: the baseline
   exported by ``git archive`` and today's;
