@@ -14,6 +14,7 @@ from typing import NamedTuple, cast
 
 import sqlalchemy as sa
 
+from service.database.faults import ReferenceMissing
 from service.database.keyed import KeyedCreates
 from service.database.pages import (
     Listing,
@@ -24,7 +25,7 @@ from service.database.pages import (
     starts_with,
     text_key,
 )
-from service.database.records import Records
+from service.database.records import Records, Stored, Versions
 from service.database.statements import Database
 from service.database.tables import AGE_MAX, NAME_MAX_LENGTH, Hero
 from service.heroes.schemas import HeroCreate, HeroPublic
@@ -39,6 +40,10 @@ class HeroNotFound(LookupError):
 
 class HeroChanged(Exception):
     """The hero's current version is not one the client named in ``If-Match``."""
+
+
+class UnknownTeam(Exception):
+    """The hero's ``team_id`` names no team (the foreign key said so: no read before)."""
 
 
 HEROES = Records(heroes, HeroPublic, not_found=HeroNotFound, changed=HeroChanged)
@@ -57,9 +62,11 @@ LIST = Listing(
         starts_with("name_prefix", heroes.c.name),
         at_least("min_age", heroes.c.age),
         at_most("max_age", heroes.c.age),
+        equal("team_id", heroes.c.team_id),
     ],
 )
-"""The list of heroes: by id, name (A-Z folded) or age, filtered by name, name prefix and age."""
+"""The list of heroes: by id, name (A-Z folded) or age, filtered by name, name prefix, age and
+team."""
 
 
 class Filters(NamedTuple):
@@ -69,9 +76,10 @@ class Filters(NamedTuple):
     name_prefix: str | None = None
     min_age: int | None = None
     max_age: int | None = None
+    team_id: int | None = None
 
 
-CREATES = KeyedCreates(HEROES, ("name", "age", "secret_name"))
+CREATES = KeyedCreates(HEROES, ("name", "age", "secret_name", "team_id"))
 """The create, and the create at most once per ``Idempotency-Key``."""
 
 
@@ -82,5 +90,23 @@ async def insert_hero(
 
     With a ``key``, at most once: see ``service.http.idempotency.create_once``.
     """
-    values = {"name": hero.name, "age": hero.age, "secret_name": hero.secret_name}
-    return await create_once(db, CREATES, values, key, retention)
+    values = {
+        "name": hero.name,
+        "age": hero.age,
+        "secret_name": hero.secret_name,
+        "team_id": hero.team_id,
+    }
+    try:
+        return await create_once(db, CREATES, values, key, retention)
+    except ReferenceMissing:
+        raise UnknownTeam from None
+
+
+async def update_hero(
+    db: Database, hero_id: int, changes: dict[str, object], if_match: Versions
+) -> Stored[HeroPublic]:
+    """Apply ``changes`` to the hero, at a version ``if_match`` allows (``HEROES.update``)."""
+    try:
+        return await HEROES.update(db, hero_id, changes, if_match)
+    except ReferenceMissing:
+        raise UnknownTeam from None
