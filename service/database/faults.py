@@ -45,8 +45,13 @@ class WriteRefused(Exception):
 class ReferenceMissing(WriteRefused):
     """The write names a row of another table that does not exist (a foreign key failed).
 
-    Nothing was stored. Which reference is the resource's to say: it knows what it wrote.
+    Nothing was stored. ``constraint``: the foreign key's name, as PostgreSQL says it (SQLite
+    names none); which value of the request it was is the resource's to say.
     """
+
+    def __init__(self, message: str, *, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
 
 
 class InvalidValue(Exception):
@@ -256,7 +261,7 @@ def database_error(exc: BaseException, *, sent: bool = True) -> Exception | None
     description = _describe(native)
     if fault is Fault.REFUSED:
         if _foreign_key_violation(native):
-            return ReferenceMissing(description)
+            return ReferenceMissing(description, constraint=_constraint_name(exc))
         return WriteRefused(description)
     return DatabaseUnavailable(description, in_doubt=fault is Fault.IN_DOUBT and sent)
 
@@ -280,6 +285,19 @@ def _foreign_key_violation(error: BaseException) -> bool:
     return isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == (
         _SQLITE_FOREIGN_KEY
     )
+
+
+def _constraint_name(exc: BaseException) -> str | None:
+    """The name of the constraint a driver's error names (asyncpg's, or psycopg's diagnostics)."""
+    native: BaseException | None = exc
+    while native is not None:
+        name = getattr(native, "constraint_name", None) or getattr(
+            getattr(native, "diag", None), "constraint_name", None
+        )
+        if isinstance(name, str):
+            return name
+        native = native.orig if isinstance(native, sa.exc.DBAPIError) else native.__cause__
+    return None
 
 
 def _describe(error: BaseException) -> str:

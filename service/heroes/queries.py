@@ -46,6 +46,20 @@ class UnknownTeam(Exception):
     """The hero's ``team_id`` names no team (the foreign key said so: no read before)."""
 
 
+TEAM_FOREIGN_KEY = "heroes_team_id_fkey"
+"""The foreign key of ``heroes.team_id``, as migration 0006 names it on PostgreSQL."""
+
+
+def _unknown_team(refused: ReferenceMissing, team_id: object) -> Exception:
+    """``UnknownTeam`` if the foreign key that failed is the team's, else the refusal as it is.
+
+    SQLite names no constraint: a team was sent, and it is the hero's one reference.
+    """
+    if team_id is not None and refused.constraint in {None, TEAM_FOREIGN_KEY}:
+        return UnknownTeam()
+    return refused
+
+
 HEROES = Records(heroes, HeroPublic, not_found=HeroNotFound, changed=HeroChanged)
 """The heroes by id: read, created, and changed or deleted at a version."""
 SELECT_HERO = HEROES.select
@@ -98,8 +112,8 @@ async def insert_hero(
     }
     try:
         return await create_once(db, CREATES, values, key, retention)
-    except ReferenceMissing:
-        raise UnknownTeam from None
+    except ReferenceMissing as refused:
+        raise _unknown_team(refused, hero.team_id) from None
 
 
 async def update_hero(
@@ -108,5 +122,5 @@ async def update_hero(
     """Apply ``changes`` to the hero, at a version ``if_match`` allows (``HEROES.update``)."""
     try:
         return await HEROES.update(db, hero_id, changes, if_match)
-    except ReferenceMissing:
-        raise UnknownTeam from None
+    except ReferenceMissing as refused:
+        raise _unknown_team(refused, changes.get("team_id")) from None
