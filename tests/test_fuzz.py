@@ -7,8 +7,9 @@ status answered is one the committed ``openapi.json`` (the SDKs' source) documen
 operation. Every resource of ``RESOURCES`` is fuzzed: its operations are the served
 document's. The stateful test walks the links from each create (createHero, createTeam) to the
 new row's get, update and delete, which adds the checks that need a history (a deleted hero
-stays gone, a created one can be read). One more run, on SQLite, fuzzes an app with every option that adds answers on (an API
-key, the rate limit, a small body limit), so that 401, 429 and 413 are answered, and checked.
+stays gone, a created one can be read). One more run, on SQLite, fuzzes an app with every
+option that adds answers on (an API key, the rate limit, a small body limit), so that 401, 429
+and 413 are answered, and checked.
 The suite's runs are derandomized, so every run sends the same requests. ``just fuzz`` runs
 more examples on a random seed (``FUZZ_SEED``, ``FUZZ_EXAMPLES``), printing the seed to replay.
 """

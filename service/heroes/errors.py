@@ -9,16 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from service.heroes.queries import HeroChanged, HeroNotFound, UnknownTeam
-from service.http.errors import Error, ErrorDetail, answer, error_response
+from service.http.errors import ErrorDetail, answer, error_response
 
 if TYPE_CHECKING:
     from litestar import Request, Response
     from litestar.types import ExceptionHandlersMap
 
 
-def _unknown_team(request: Request[Any, Any, Any], _exc: Exception) -> Response[Error]:
+def _unknown_team(request: Request[Any, Any, Any], _exc: Exception) -> Response[Any]:
     detail = f"Validation failed for {request.method} {request.scope['path']}"
-    return error_response(422, detail, [ErrorDetail("No team has this id", "team_id", "body")])
+    said = [ErrorDetail("No team has this id", "team_id", "body")]
+    return error_response(request, 422, detail, said)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
