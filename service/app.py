@@ -33,6 +33,7 @@ from service.ops.health import HEALTH
 from service.ops.metrics import prometheus
 from service.ops.requests import ServiceApp, logging_config
 from service.settings import Settings, SettingsError, comma_list
+from service.teams.controller import RESOURCE as TEAMS
 
 ERRORS_OVERVIEW = """\
 Every error answers with the same JSON body, `Error`: the HTTP `status_code`, a `detail` sentence
@@ -49,7 +50,7 @@ UNLIMITED_PATHS = ["/health", "/metrics", "/schema", "/docs", "/redoc"]
 """Paths the rate limit leaves alone, so monitoring and docs keep working under a flood (the
 docs have a budget of bytes of their own, ``DOCS_BYTES_PER_MINUTE``)."""
 
-RESOURCES: list[Resource] = [HEROES, HEALTH]
+RESOURCES: list[Resource] = [HEROES, TEAMS, HEALTH]
 """What the app serves; a new resource is a folder beside ``service/heroes/`` and a line here."""
 
 

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from service.app import create_app
 from service.database.engines import database_config
-from service.database.tables import Hero
+from service.database.tables import Base, Hero
 from service.settings import Settings
 from tests import pgbouncer
 from tests.helpers import direct_engine, settings_for
@@ -289,7 +289,8 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
         connection.exec_driver_sql("DROP TRIGGER IF EXISTS break_commit ON heroes")
         connection.exec_driver_sql("DROP FUNCTION IF EXISTS break_commit")
         connection.exec_driver_sql("DROP TABLE IF EXISTS commit_guard")
-        connection.exec_driver_sql("TRUNCATE heroes, idempotency_keys RESTART IDENTITY")
+        tables = ", ".join(Base.metadata.tables)  # every resource's, as the migrations make them
+        connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY")
     engine.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Every hero operation through the Python client that openapi-python-client generates.
+"""Every hero and team operation through the Python client that openapi-python-client generates.
 
 tests/test_sdk.py generates the package ``hero_service_client`` from the served document and
 runs this against a live server started with an ``API_KEY``, with the package on the path::
@@ -27,13 +27,25 @@ from hero_service_client.api.heroes import (
     list_heroes,
     update_hero,
 )
+from hero_service_client.api.teams import (
+    create_team,
+    delete_team,
+    get_team,
+    list_teams,
+    update_team,
+)
 from hero_service_client.models import (
     Deleted,
     Error,
     HeroCreate,
     HeroPublic,
+    HeroPublicWithTeam,
     HeroUpdate,
     ListHeroesOrderBy,
+    TeamCreate,
+    TeamPublic,
+    TeamPublicWithHeroes,
+    TeamUpdate,
 )
 from hero_service_client.types import UNSET
 
@@ -55,9 +67,22 @@ def create(client: AuthenticatedClient, name: str, age: int | None) -> HeroPubli
     return hero
 
 
-def fields(hero: HeroPublic) -> tuple[int, str, int | None]:
+def fields(hero: HeroPublic | HeroPublicWithTeam) -> tuple[int, str, int | None]:
     """What a test can know of a hero in advance: all but its timestamps."""
     return (hero.id, hero.name, hero.age)
+
+
+def same_hero(shown: HeroPublicWithTeam, hero: HeroPublic) -> bool:
+    """Whether ``GET /heroes/{id}`` shows ``hero`` as the write answered it."""
+    as_written = (hero.id, hero.name, hero.age, hero.created_at, hero.updated_at, hero.team_id)
+    return as_written == (
+        shown.id,
+        shown.name,
+        shown.age,
+        shown.created_at,
+        shown.updated_at,
+        shown.team_id,
+    )
 
 
 def next_cursor(link: str | None) -> str | None:
@@ -66,10 +91,10 @@ def next_cursor(link: str | None) -> str | None:
     return parse_qs(urlsplit(found[1]).query)["cursor"][0] if found else None
 
 
-def read(client: AuthenticatedClient, hero_id: int) -> HeroPublic:
-    """The hero with ``hero_id``, which must exist."""
+def read(client: AuthenticatedClient, hero_id: int) -> HeroPublicWithTeam:
+    """The hero with ``hero_id``, which must exist, with its team if it has one."""
     hero = get_hero.sync(hero_id, client=client)
-    assert isinstance(hero, HeroPublic), hero
+    assert isinstance(hero, HeroPublicWithTeam), hero
     return hero
 
 
@@ -97,6 +122,44 @@ def anonymous_writes_are_refused(base_url: str, name: str) -> None:
         assert list_heroes.sync(client=anonymous, name=name) == []
 
 
+def teams(client: AuthenticatedClient, name: str) -> None:
+    """A team: created, listed, read with its heroes, changed and deleted; a hero joins it."""
+    body = TeamCreate(name=f"{name} team", headquarters="Sharp Tower")
+    team = create_team.sync(client=client, body=body, idempotency_key=str(uuid.uuid4()))
+    assert isinstance(team, TeamPublic), team
+    listed = list_teams.sync(client=client, name=body.name)
+    assert listed == [team], listed
+
+    member = HeroCreate(name=name, secret_name="Secret Identity", team_id=team.id)
+    hero = create_hero.sync(client=client, body=member)
+    assert isinstance(hero, HeroPublic), hero
+    assert hero.team_id == team.id, hero
+    shown = read(client, hero.id)
+    assert shown.team == team, shown
+    assert list_heroes.sync(client=client, team_id=team.id) == [hero]
+    with_heroes = get_team.sync(team.id, client=client)
+    assert isinstance(with_heroes, TeamPublicWithHeroes), with_heroes
+    assert with_heroes.heroes == [hero], with_heroes
+
+    moved = update_team.sync(team.id, client=client, body=TeamUpdate(headquarters="Bar"))
+    assert isinstance(moved, TeamPublic), moved
+    assert (moved.name, moved.headquarters) == (team.name, "Bar"), moved
+
+    nowhere = HeroCreate(name=name, secret_name="Secret Identity", team_id=2**62)
+    refused = create_hero.sync_detailed(client=client, body=nowhere)
+    error = refused.parsed
+    assert refused.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, refused.content
+    assert isinstance(error, Error), error
+    assert isinstance(error.extra, list), error
+    assert [(e.key, e.source) for e in error.extra] == [("team_id", "body")], error
+
+    assert delete_team.sync(team.id, client=client) == Deleted(ok=True)
+    freed = read(client, hero.id)
+    assert (freed.team_id, freed.team) == (UNSET, UNSET), freed
+    gone = get_team.sync_detailed(team.id, client=client)
+    assert gone.status_code == HTTPStatus.NOT_FOUND, gone.content
+
+
 def run(base_url: str, api_key: str) -> None:
     """Create, read, list, update and delete heroes; check the errors a client sees."""
     # Heroes of other tests may share the database: this run's heroes share a name of their own.
@@ -108,7 +171,7 @@ def run(base_url: str, api_key: str) -> None:
     with authenticated as client:
         heroes = [create(client, name, age) for age in (10, 20, 30, 40, None)]
 
-        assert read(client, heroes[2].id) == heroes[2]
+        assert same_hero(read(client, heroes[2].id), heroes[2])
 
         page = list_heroes.sync(client=client, name=name, offset=1, limit=2)
         assert page == heroes[1:3], page
@@ -149,7 +212,7 @@ def run(base_url: str, api_key: str) -> None:
         cleared = update_hero.sync(heroes[3].id, client=client, body=HeroUpdate(age=None))
         assert isinstance(cleared, HeroPublic), cleared
         assert fields(cleared) == (heroes[3].id, name, None), cleared
-        assert read(client, heroes[3].id) == cleared
+        assert same_hero(read(client, heroes[3].id), cleared)
 
         deleted = delete_hero.sync(heroes[1].id, client=client)
         assert deleted == Deleted(ok=True), deleted
@@ -159,6 +222,7 @@ def run(base_url: str, api_key: str) -> None:
         assert (again.status_code, again.parsed) == (HTTPStatus.NOT_FOUND, NOT_FOUND), again
 
         retry_a_create(client, name)
+        teams(client, name)
 
         invalid = HeroCreate(name=name, secret_name="Secret Identity", age=-1)
         refused = create_hero.sync_detailed(client=client, body=invalid)

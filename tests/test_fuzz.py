@@ -4,10 +4,12 @@ Every operation is fuzzed with valid and invalid input under every Schemathesis 
 only documented status codes, content types, headers and bodies, valid data accepted, invalid
 data rejected, ``Allow`` right, plus two of ours: no answer gives a secret name away, and every
 status answered is one the committed ``openapi.json`` (the SDKs' source) documents for the
-operation. The stateful test walks the links from createHero to the new hero's get, update and
-delete, which adds the checks that need a history (a deleted hero stays gone, a created one can
-be read). One more run, on SQLite, fuzzes an app with every option that adds answers on (an API
-key, the rate limit, a small body limit), so that 401, 429 and 413 are answered, and checked.
+operation. Every resource of ``RESOURCES`` is fuzzed: its operations are the served
+document's. The stateful test walks the links from each create (createHero, createTeam) to the
+new row's get, update and delete, which adds the checks that need a history (a deleted hero
+stays gone, a created one can be read). One more run, on SQLite, fuzzes an app with every
+option that adds answers on (an API key, the rate limit, a small body limit), so that 401, 429
+and 413 are answered, and checked.
 The suite's runs are derandomized, so every run sends the same requests. ``just fuzz`` runs
 more examples on a random seed (``FUZZ_SEED``, ``FUZZ_EXAMPLES``), printing the seed to replay.
 """
@@ -31,6 +33,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from service.app import create_app
 from service.database.pages import Position
+from service.database.tables import Base
 from service.heroes.controller import ORDERS
 from service.http.cursors import encode_cursor
 from service.http.security import WRITE_METHODS
@@ -73,7 +76,7 @@ CONFIG: dict[str, Any] = {
         "max_response_time": 5.0,
     },
     "generation": {"mode": "all", "max-examples": EXAMPLES, "deterministic": not RANDOM_RUN},
-    # Only the links the document states (createHero to get, update, delete). Links inferred
+    # Only the links the document states (each create to get, update, delete). Links inferred
     # from listHeroes draw ids from a list that the shared database grows between examples, so
     # Hypothesis cannot replay a scenario and stops with FlakyStrategyDefinition.
     "phases": {"stateful": {"inference": {"algorithms": []}}},
@@ -221,18 +224,18 @@ def test_linked_operations_keep_their_contract(fuzzed_app: Litestar, database_ur
     linked = schemathesis.openapi.from_asgi("/schema/openapi.json", fuzzed_app, config=config())
     engine = direct_engine(database_url)
 
-    class FromNoHeroes(linked.as_state_machine()):  # type: ignore[misc]
-        """Each scenario starts with no heroes, so that replaying one sends the same requests.
+    class FromNoRows(linked.as_state_machine()):  # type: ignore[misc]
+        """Each scenario starts with no rows, so that replaying one sends the same requests.
 
-        Hypothesis replays and varies scenarios; with heroes left by the earlier ones, the same
-        steps would list other heroes and draw other ids, which it reports as a flaky test.
+        Hypothesis replays and varies scenarios; with rows left by the earlier ones, the same
+        steps would list other rows and draw other ids, which it reports as a flaky test.
         """
 
         def setup(self) -> None:
-            remove_every_hero(engine)
+            remove_every_row(engine)
 
     try:
-        FromNoHeroes.run(settings=STATEFUL_SETTINGS)
+        FromNoRows.run(settings=STATEFUL_SETTINGS)
     finally:
         engine.dispose()
 
@@ -296,10 +299,12 @@ def test_every_status_answered_with_every_option_on_is_documented(
         case.call_and_validate(app=app_with_every_option)  # without the key: 401
 
 
-def remove_every_hero(engine: sa.Engine) -> None:
-    """Empty the heroes table and restart its ids, behind the app's back."""
+def remove_every_row(engine: sa.Engine) -> None:
+    """Empty every table of every resource and restart their ids, behind the app's back."""
     with engine.begin() as connection:
         if engine.dialect.name == "sqlite":
-            connection.exec_driver_sql("DELETE FROM heroes")
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.exec_driver_sql(f"DELETE FROM {table.name}")
         else:
-            connection.exec_driver_sql("TRUNCATE heroes RESTART IDENTITY")
+            tables = ", ".join(Base.metadata.tables)
+            connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY")

@@ -2,7 +2,8 @@
 
 From the top: the command line, then the server (and the document's writer), then the app (and
 beside it the connections the server keeps), then the resources and what operators see (side by
-side, neither importing the other), then the HTTP edge, the database, and the settings at the
+side, neither importing the other), then the resources' schemas (their public types, which
+another resource may show), then the HTTP edge, the database, and the settings at the
 ground. No two modules import each other, directly or round a loop. Every import counts, those
 under ``TYPE_CHECKING`` or in functions too.
 """
@@ -30,11 +31,20 @@ RESOURCE_PACKAGES = sorted(
 """The packages the app's resources live in: each resource's folder, and ``service.ops``
 (which serves the health checks)."""
 
+RESOURCE_SCHEMAS = sorted(
+    f"{package}.schemas"
+    for package in RESOURCE_PACKAGES
+    if (PACKAGE.parent / package.replace(".", "/") / "schemas.py").is_file()
+)
+"""Each resource's public types, below every resource: another may show them (a hero its team,
+a team its heroes) without importing the rest of the resource."""
+
 LAYERS: list[list[str]] = [
     ["service.__main__"],
     ["service.serving", "service.openapi_document"],
     ["service.app", "service.connections"],
     sorted({"service.ops", *RESOURCE_PACKAGES}),
+    RESOURCE_SCHEMAS,
     ["service.http"],
     ["service.database"],
     ["service.settings"],
@@ -73,12 +83,14 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def part_of(module: str) -> tuple[int, str] | None:
-    """The layer (0 at the top) and the part of it that ``module`` belongs to."""
-    for depth, parts in enumerate(LAYERS):
-        for part in parts:
-            if module == part or module.startswith(f"{part}."):
-                return depth, part
-    return None
+    """The layer (0 at the top) and the part of it that ``module`` belongs to, the closest."""
+    found = [
+        (depth, part)
+        for depth, parts in enumerate(LAYERS)
+        for part in parts
+        if module == part or module.startswith(f"{part}.")
+    ]
+    return max(found, key=lambda place: len(place[1]), default=None)
 
 
 def upward_imports(graph: Graph) -> list[str]:
@@ -160,6 +172,15 @@ def test_no_two_modules_import_each_other() -> None:
             ["service.heroes.queries imports service.ops.health"],
         ),
         ({"service.database.tables": {"service.database.statements", "service.settings"}}, []),
+        (
+            {"service.teams.schemas": {"service.heroes.schemas"}},
+            ["service.teams.schemas imports service.heroes.schemas"],
+        ),
+        (
+            {"service.heroes.schemas": {"service.teams.queries"}},
+            ["service.heroes.schemas imports service.teams.queries"],
+        ),
+        ({"service.teams.detail": {"service.heroes.schemas"}}, []),
     ],
 )
 def test_the_layer_check_finds_an_import_against_the_rule(

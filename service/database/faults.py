@@ -42,6 +42,18 @@ class WriteRefused(Exception):
     """The database refused the write (a constraint failed); nothing was stored."""
 
 
+class ReferenceMissing(WriteRefused):
+    """The write names a row of another table that does not exist (a foreign key failed).
+
+    Nothing was stored. ``constraint``: the foreign key's name, as PostgreSQL says it (SQLite
+    names none); which value of the request it was is the resource's to say.
+    """
+
+    def __init__(self, message: str, *, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
 class InvalidValue(Exception):
     """The database cannot take a value of the request (out of its range); nothing was stored.
 
@@ -248,6 +260,8 @@ def database_error(exc: BaseException, *, sent: bool = True) -> Exception | None
         return InvalidValue(f"{type(native).__name__}: {said}")
     description = _describe(native)
     if fault is Fault.REFUSED:
+        if _foreign_key_violation(native):
+            return ReferenceMissing(description, constraint=_constraint_name(exc))
         return WriteRefused(description)
     return DatabaseUnavailable(description, in_doubt=fault is Fault.IN_DOUBT and sent)
 
@@ -257,6 +271,33 @@ def _native(exc: BaseException) -> BaseException:
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
         return exc.orig
     return exc
+
+
+FOREIGN_KEY_VIOLATION = "23503"
+"""PostgreSQL's SQLSTATE for a foreign key that names no row."""
+_SQLITE_FOREIGN_KEY = 787
+"""SQLite's extended result code SQLITE_CONSTRAINT_FOREIGNKEY (``sqlite3`` names it from 3.12)."""
+
+
+def _foreign_key_violation(error: BaseException) -> bool:
+    if getattr(error, "sqlstate", None) == FOREIGN_KEY_VIOLATION:
+        return True
+    return isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == (
+        _SQLITE_FOREIGN_KEY
+    )
+
+
+def _constraint_name(exc: BaseException) -> str | None:
+    """The name of the constraint a driver's error names (asyncpg's, or psycopg's diagnostics)."""
+    native: BaseException | None = exc
+    while native is not None:
+        name = getattr(native, "constraint_name", None) or getattr(
+            getattr(native, "diag", None), "constraint_name", None
+        )
+        if isinstance(name, str):
+            return name
+        native = native.orig if isinstance(native, sa.exc.DBAPIError) else native.__cause__
+    return None
 
 
 def _describe(error: BaseException) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -25,14 +26,16 @@ NAME_MAX_LENGTH = 255
 AGE_MAX = 2**31 - 1
 """Largest age: the top of a 32-bit INTEGER, the narrowest integer column we run on."""
 ID_MAX = 2**63 - 1
-"""Largest hero id: the top of a 64-bit BIGINT."""
+"""Largest id of a hero or a team: the top of a 64-bit BIGINT."""
 VERSION_MAX = 2**31 - 1
-"""Largest hero version: the top of the 32-bit INTEGER column that counts a hero's writes."""
+"""Largest version of a row: the top of the 32-bit INTEGER column that counts its writes."""
 KEY_MAX_LENGTH = 255
 """Longest ``Idempotency-Key``, in characters (ASCII)."""
 
 # SQLite only gives an auto-incrementing rowid to a column declared exactly INTEGER.
 HeroId = BigInteger().with_variant(Integer(), "sqlite")
+RowId = HeroId
+"""Any table's id, and a reference to one."""
 
 # Names compare and sort by code point on both databases: SQLite's BINARY collation does, and
 # PostgreSQL's "C" collation does, whatever the server's default; under "C" PostgreSQL's lower()
@@ -109,8 +112,29 @@ class Base(DeclarativeBase):
     """Declarative base whose metadata holds every table of the service."""
 
 
+class Team(Base):
+    """A team of heroes. ``version`` counts the writes to the row and backs the ``ETag``."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Name, index=True)
+    headquarters: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+
+# Sorting by name, on the case-folded name, as the heroes' list does.
+Index("ix_teams_name_lower_id", func.lower(Team.name), Team.id)
+
+
 class Hero(Base):
-    """A hero. ``version`` counts the writes to the row and backs the ``ETag`` header."""
+    """A hero. ``version`` counts the writes to the row and backs the ``ETag`` header.
+
+    ``team_id``: the hero's team, if any. Deleting the team sets it to null in the same
+    transaction, as a write to the hero (``service.teams.queries``).
+    """
 
     __tablename__ = "heroes"
 
@@ -121,12 +145,15 @@ class Hero(Base):
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    team_id: Mapped[int | None] = mapped_column(RowId, ForeignKey("teams.id"))
 
 
 # Sorting by age, and the age filters; with the id, a run of equal ages is an index range too.
 Index("ix_heroes_age_id", Hero.age, Hero.id)
 # Sorting by name and the name_prefix search, both on the case-folded name.
 Index("ix_heroes_name_lower_id", func.lower(Hero.name), Hero.id)
+# A team's heroes (the team_id filter, by id), and the team's delete setting their team_id null.
+Index("ix_heroes_team_id_id", Hero.team_id, Hero.id)
 
 
 # Keys compare byte by byte on both databases: they are ASCII.
@@ -146,8 +173,9 @@ class IdempotencyKey(Base):
 
     ``credential`` says whose key it is: each credential has keys of its own. ``request_hash``
     is the SHA-256 of the request (the operation and its decoded body), so that the same key
-    sent with another body is told apart; with it, ``hero_id`` and ``created_at`` give the first
-    answer again (the body of the create holds the rest). A key older than
+    sent with another body is told apart; with it, ``hero_id`` (the id of the row the key
+    created, a hero or another resource's: see ``service.database.keyed``) and ``created_at``
+    give the first answer again (the body of the create holds the rest). A key older than
     ``IDEMPOTENCY_KEY_RETENTION_SECONDS`` is forgotten: keyed creates delete such rows.
 
     Before migration 0005 (the contract step) has run, the key alone is the primary key, as the

@@ -13,9 +13,10 @@ from litestar.openapi.spec import Tag
 from litestar.params import Body, Parameter
 
 from service.database.statements import Database
-from service.database.tables import AGE_MAX, NAME_MAX_LENGTH
+from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
 from service.heroes import errors, openapi
-from service.heroes.queries import HEROES, LIST, Filters, insert_hero
+from service.heroes.detail import HeroPublicWithTeam, hero_with_team
+from service.heroes.queries import HEROES, LIST, Filters, insert_hero, update_hero
 from service.heroes.schemas import Deleted, HeroCreate, HeroPublic, HeroUpdate
 from service.http import etags, idempotency, parameters
 from service.http.cursors import Orders
@@ -124,6 +125,9 @@ class HeroController(Controller):
             int | None, bounded(0, AGE_MAX, "Only heroes at least this old.")
         ] = None,
         max_age: Annotated[int | None, bounded(0, AGE_MAX, "Only heroes at most this old.")] = None,
+        team_id: Annotated[
+            int | None, bounded(1, ID_MAX, "Only the heroes of the team with this id.")
+        ] = None,
         order_by: Annotated[str, parameters.order_by(ORDERS, openapi.ORDER_BY_DESCRIPTION)] = "id",
         cursor: Annotated[str | None, parameters.CURSOR] = None,
         count: Annotated[bool, parameters.COUNT] = False,
@@ -136,7 +140,7 @@ class HeroController(Controller):
         skip or repeat heroes when earlier ones are deleted or created meanwhile.
         """
         sort, after = ORDERS.start(order_by, cursor, offset)
-        filters = Filters(name, name_prefix, min_age, max_age)._asdict()
+        filters = Filters(name, name_prefix, min_age, max_age, team_id)._asdict()
         heroes = await LIST.page(db, filters, sort, limit=limit, offset=offset, after=after)
         headers = {}
         if len(heroes) == limit:
@@ -158,12 +162,17 @@ class HeroController(Controller):
         request: Request[Any, Any, Any],
         db: NamedDependency[Database],
         hero_id: HeroId,
-    ) -> JsonResponse[HeroPublic]:
-        """Get one hero by id, with its ``ETag``."""
-        hero, version = await HEROES.get(db, hero_id)
-        headers = {"ETag": etags.etag(version), "Cache-Control": "no-cache"}
+    ) -> JsonResponse[HeroPublicWithTeam]:
+        """Get one hero by id, with its ``team`` (absent without one) and its ``ETag``.
+
+        The ``ETag`` changes when the hero or its team does (``"3.7"``: the hero at 3, its team
+        at 7); ``If-Match`` on a write compares the hero's version alone.
+        """
+        hero, version, team_version = await hero_with_team(db, hero_id)
+        shown = () if team_version is None else (team_version,)
+        headers = {"ETag": etags.etag(version, *shown), "Cache-Control": "no-cache"}
         # If-None-Match is documented by openapi.HEADERS_READ_RAW (see etags.header_value).
-        if etags.not_modified(request.scope, version):
+        if etags.not_modified(request.scope, version, *shown):
             return JsonResponse(None, status_code=304, headers=headers)  # type: ignore[arg-type]
         return JsonResponse(hero, headers=headers)
 
@@ -172,7 +181,7 @@ class HeroController(Controller):
         operation_id="updateHero",
         summary="Update a hero",
         response_headers=[openapi.ETAG_HEADER],
-        responses=documented(400, 404, 412, 413, 415, 503),
+        responses=documented(400, 404, 412, 413, 415, 422, 503),
     )
     async def update_hero(
         self,
@@ -181,9 +190,9 @@ class HeroController(Controller):
         hero_id: HeroId,
         data: Annotated[HeroUpdate, Body(examples=[openapi.UPDATE_EXAMPLE])],
     ) -> JsonResponse[HeroPublic]:
-        """Change some of a hero's fields. Omitted fields stay; ``"age": null`` clears the age."""
+        """Change some of a hero's fields. Omitted fields stay; null clears the age or the team."""
         versions = etags.if_match(request.scope)
-        hero, version = await HEROES.update(db, hero_id, data.changes(), versions)
+        hero, version = await update_hero(db, hero_id, data.changes(), versions)
         return JsonResponse(hero, headers={"ETag": etags.etag(version)})
 
     @delete(

@@ -7,21 +7,19 @@ the heroes' words here.
 
 from __future__ import annotations
 
-from litestar.datastructures import ResponseHeader
-from litestar.openapi.spec import Example, OpenAPI, Parameter, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec import Example, OpenAPI
 
-from service.database.tables import KEY_MAX_LENGTH
-from service.http import idempotency
 from service.http.openapi import (
     count_as_integer,
     document_headers_read_raw,
     etag_header,
+    idempotency_key,
     if_match_header,
     if_none_match_header,
     link_created,
     link_header,
     not_modified,
+    replayed_header,
     total_count_header,
 )
 
@@ -36,15 +34,7 @@ ETAG_HEADER = etag_header("hero")
 NOT_MODIFIED = not_modified("hero")
 
 
-REPLAYED_HEADER = ResponseHeader(
-    name=idempotency.REPLAYED_HEADER,
-    value="true",  # an example, from which the schema is derived: never sent as such
-    description=(
-        "`true` when the answer is the first one given again, for a retry with the same "
-        "Idempotency-Key: nothing was created this time."
-    ),
-    documentation_only=True,
-)
+REPLAYED_HEADER = replayed_header()
 
 
 LINK_HEADER = link_header("/heroes", "hero")
@@ -57,25 +47,7 @@ ORDER_BY_DESCRIPTION = (
 )
 
 
-IDEMPOTENCY_KEY = Parameter(
-    name=idempotency.HEADER,
-    param_in="header",
-    required=False,
-    description=(
-        "A key of your own for this create (a UUID, new for each hero), so that it can be "
-        "retried safely: the same key with the same body answers the first result again and "
-        "creates nothing; with another body, 422; while the first is still running, 409. Kept "
-        "24 hours by default (IDEMPOTENCY_KEY_RETENTION_SECONDS). Up to 255 visible ASCII "
-        "characters, no spaces; a quoted string (RFC 8941) is the same key. Another value is "
-        "400."
-    ),
-    schema=Schema(
-        type=OpenAPIType.STRING,
-        pattern=idempotency.IDEMPOTENCY_KEY,
-        max_length=KEY_MAX_LENGTH,
-        examples=["8e03978e-40d5-43e8-bc93-6894a57f9324"],
-    ),
-)
+IDEMPOTENCY_KEY = idempotency_key("hero")
 """createHero's ``Idempotency-Key`` header."""
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from service.database.tables import AGE_MAX, NAME_MAX_LENGTH
+from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
 from service.http.decoding import NO_NUL
 
 Name = Annotated[
@@ -24,6 +24,16 @@ Age = Annotated[
     Meta(ge=0, le=AGE_MAX, examples=[30], extra_json_schema={"extra": {"minimum": 0}}),
 ]
 
+TeamId = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=ID_MAX,
+        description="The id of the hero's team; a team that does not exist is 422.",
+        examples=[1],
+    ),
+]
+
 
 class HeroCreate(Struct, kw_only=True):
     """A new hero. The server assigns the id; an ``id`` sent by the client is ignored."""
@@ -31,22 +41,28 @@ class HeroCreate(Struct, kw_only=True):
     name: Name
     secret_name: SecretName
     age: Age | None = None
+    team_id: TeamId | None = None
 
 
 class HeroUpdate(Struct, kw_only=True, omit_defaults=True):
-    """A partial update: omitted fields stay as they are, ``"age": null`` clears the age."""
+    """A partial update: omitted fields stay as they are; null clears the age or the team."""
 
     name: Name | UnsetType = UNSET
     secret_name: SecretName | UnsetType = UNSET
     age: Age | UnsetType | None = UNSET
+    team_id: TeamId | UnsetType | None = UNSET
 
     def changes(self) -> dict[str, object]:
         """The fields the client sent, by column name."""
         return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
 
 
-class HeroPublic(Struct):
-    """A hero as every response shows it."""
+class HeroPublic(Struct, omit_defaults=True):
+    """A hero as every response shows it; ``team_id`` only for a hero in a team.
+
+    Without a team the answer is the hero's fields as before teams existed: a client that knows
+    nothing of teams reads it unchanged.
+    """
 
     id: Annotated[int, Meta(examples=[1])]
     name: Annotated[str, Meta(examples=["Deadpond"])]
@@ -67,6 +83,10 @@ class HeroPublic(Struct):
             examples=["2026-11-27T11:00:00.123456Z"],
         ),
     ]
+    team_id: Annotated[
+        int | None,
+        Meta(description="The id of the hero's team; absent without one.", examples=[1]),
+    ] = None
 
 
 class Deleted(Struct):

@@ -1,8 +1,11 @@
 """Versions as HTTP entity tags: the ``ETag`` header, ``If-Match`` and ``If-None-Match`` (RFC 9110).
 
 A row's version counts the writes to it (``service.database.records``); its strong entity tag is
-the version in quotes (``"3"``). Any resource's routes read the conditions with :func:`if_match`
-and :func:`not_modified`. Pure functions, no I/O.
+the version in quotes (``"3"``). A representation that shows other rows too (a hero with its
+team) adds what identifies them after a dot (``"3.7"``: the hero at 3, its team at 7), so that
+it changes when they do; a write's ``If-Match`` is a condition on the row it writes, and
+compares the first number alone. Any resource's routes read the conditions with
+:func:`if_match` and :func:`not_modified`. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ allows only visible ASCII inside the quotes (no service tag holds anything else)
 
 _WELL_FORMED = re.compile(ENTITY_TAGS)
 _TAG = re.compile(_OPAQUE_TAG)
-_VERSION_TAG = re.compile(r'"(0|[1-9][0-9]{0,17})"')
-"""A strong entity tag the service issues: a version of up to 18 digits, quoted.
+_VERSION_TAG = re.compile(r'"(0|[1-9][0-9]{0,17})(?:\.(?:0|[1-9][0-9]{0,17}))*"')
+"""A strong entity tag the service issues: a version of up to 18 digits, then what the
+representation shows besides the row (see :func:`etag`), quoted.
 
 Written as ``etag`` writes it, with no leading zero: strong comparison is of the tags' bytes
 (RFC 9110, 8.8.3.2), so ``"01"`` is not the tag of version 1."""
@@ -55,9 +59,14 @@ def header_value(scope: Scope, header: str) -> str | None:
     return ", ".join(line.decode("latin-1") for line in lines) if lines else None
 
 
-def etag(version: int) -> str:
-    """The strong entity tag of a version."""
-    return f'"{version}"'
+def etag(version: int, *shown: int) -> str:
+    """The strong entity tag of a row's version, and of what else its representation ``shown``.
+
+    ``shown``: the versions (or a digest) of the other rows the answer includes, in order.
+    """
+    if not shown:
+        return f'"{version}"'
+    return '"' + ".".join(map(str, (version, *shown))) + '"'
 
 
 def entity_tags(value: str, header: str) -> list[str] | None:
@@ -88,10 +97,10 @@ def allowed_versions(if_match: str | None) -> Versions:
     return [version for version in versions if version <= VERSION_MAX]
 
 
-def matches_any(if_none_match: str, version: int) -> bool:
-    """Whether ``If-None-Match`` is ``*`` or names ``version``, compared weakly."""
+def matches_any(if_none_match: str, version: int, *shown: int) -> bool:
+    """Whether ``If-None-Match`` is ``*`` or names the tag of ``version`` and ``shown``, weakly."""
     tags = entity_tags(if_none_match, IF_NONE_MATCH)
-    return tags is None or etag(version) in {tag.removeprefix("W/") for tag in tags}
+    return tags is None or etag(version, *shown) in {tag.removeprefix("W/") for tag in tags}
 
 
 def if_match(scope: Scope) -> Versions:
@@ -99,7 +108,7 @@ def if_match(scope: Scope) -> Versions:
     return allowed_versions(header_value(scope, IF_MATCH))
 
 
-def not_modified(scope: Scope, version: int) -> bool:
-    """Whether the request's ``If-None-Match`` names ``version`` (or ``*``): answer 304."""
+def not_modified(scope: Scope, version: int, *shown: int) -> bool:
+    """Whether the request's ``If-None-Match`` names the tag (or ``*``): answer 304."""
     if_none_match = header_value(scope, IF_NONE_MATCH)
-    return if_none_match is not None and matches_any(if_none_match, version)
+    return if_none_match is not None and matches_any(if_none_match, version, *shown)

@@ -5,21 +5,31 @@ before it): a client that retries a POST with the same key gets the first result
 write is done at most once. Keys are scoped per client, as the draft says: each credential (the
 digest of the API key the write came with, or ``anonymous`` without API keys; see
 ``service.http.security``) has keys of its own, so that a client never gets another's answer.
-Pure functions and the errors of the protocol; storing the keys is each resource's (with what
-it wrote, in the same transaction).
+The protocol's pure functions and errors, and :func:`create_once`, any resource's create at
+most once per key (the key stored with the row, in the same transaction, by
+``service.database.keyed``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING, NamedTuple
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from service.database.faults import ReferenceMissing, WriteRefused
+from service.database.records import Stored, now
+from service.database.statements import InProgress
 from service.database.tables import KEY_MAX_LENGTH
 from service.http.security import ANONYMOUS
 
 if TYPE_CHECKING:
     from litestar.types import Scope
+
+    from service.database.keyed import KeyedCreates
+    from service.database.statements import Database
+
+T = TypeVar("T")
 
 HEADER = "Idempotency-Key"
 _HEADER_NAME = HEADER.lower().encode()
@@ -111,3 +121,48 @@ def request_key(
     key = _ESCAPE.sub(r"\1", header[1:-1]) if header.startswith('"') else header
     digest = hashlib.sha256(operation.encode() + b"\n" + request).digest()
     return RequestKey(key, digest, credential)
+
+
+DAY = timedelta(days=1)
+
+
+class Created(NamedTuple, Generic[T]):
+    """A create's answer: the row, and whether it is the first answer given again."""
+
+    stored: Stored[T]
+    replayed: bool
+
+
+async def create_once(
+    db: Database,
+    creates: KeyedCreates[T],
+    values: dict[str, Any],
+    key: RequestKey | None = None,
+    retention: timedelta = DAY,
+) -> Created[T]:
+    """Store a new row of ``creates``' resource with ``values``, and return it with its id.
+
+    With a ``key``: at most once. If the key's credential stored it within ``retention`` with
+    the same request, nothing is stored and the first answer is returned again (``replayed``);
+    with another request (another body, or another resource's create), :class:`KeyReused`; if
+    a create with it is still running, :class:`KeyInProgress`. The key is stored with the row,
+    in the same transaction.
+    """
+    at = now()
+    if key is None:
+        (created,) = await db.fetch_all(creates.insert, **values, now=at)
+        return Created(created, replayed=False)
+    try:
+        found = await creates.create(db, values, key, now=at, cutoff=at - retention)
+    except InProgress:
+        raise KeyInProgress from None
+    except ReferenceMissing:
+        raise  # a value of the request, not the key: the resource says which
+    except WriteRefused:
+        # Until migration 0005 the key alone is unique: another credential holds this one.
+        raise KeyReused from None
+    if isinstance(found, Stored):
+        return Created(found, replayed=False)
+    if found.request_hash != key.request_hash:
+        raise KeyReused
+    return Created(creates.first_answer(found, values), replayed=True)

@@ -40,6 +40,8 @@ from litestar.openapi.spec import (
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
+from service.database.tables import KEY_MAX_LENGTH
+from service.http import idempotency
 from service.http.errors import ERROR_DESCRIPTIONS, JSON, PROBLEM_JSON
 from service.http.etags import ENTITY_TAGS, IF_MATCH, IF_NONE_MATCH
 from service.http.security import CHALLENGE, WRITE_METHODS
@@ -253,6 +255,42 @@ def link_header(path: str, one: str) -> ResponseHeader:
             f"`cursor`. Follow it until it is absent to list every {one} exactly once."
         ),
         documentation_only=True,
+    )
+
+
+def replayed_header() -> ResponseHeader:
+    """A keyed create's ``Idempotent-Replayed``: the first answer given again."""
+    return ResponseHeader(
+        name=idempotency.REPLAYED_HEADER,
+        value="true",  # an example, from which the schema is derived: never sent as such
+        description=(
+            "`true` when the answer is the first one given again, for a retry with the same "
+            "Idempotency-Key: nothing was created this time."
+        ),
+        documentation_only=True,
+    )
+
+
+def idempotency_key(one: str) -> Parameter:
+    """A create's ``Idempotency-Key`` request header, for a new ``one`` (``hero``) each time."""
+    return Parameter(
+        name=idempotency.HEADER,
+        param_in="header",
+        required=False,
+        description=(
+            f"A key of your own for this create (a UUID, new for each {one}), so that it can be "
+            "retried safely: the same key with the same body answers the first result again and "
+            "creates nothing; with another body, 422; while the first is still running, 409. "
+            "Kept 24 hours by default (IDEMPOTENCY_KEY_RETENTION_SECONDS). Up to 255 visible "
+            "ASCII characters, no spaces; a quoted string (RFC 8941) is the same key. Another "
+            "value is 400."
+        ),
+        schema=Schema(
+            type=OpenAPIType.STRING,
+            pattern=idempotency.IDEMPOTENCY_KEY,
+            max_length=KEY_MAX_LENGTH,
+            examples=["8e03978e-40d5-43e8-bc93-6894a57f9324"],
+        ),
     )
 
 

@@ -1,0 +1,1 @@
+"""The teams: heroes' teams, the SQLModel tutorial's second resource."""
