@@ -283,7 +283,7 @@ def service_command_lines() -> list[list[str]]:
     """The arguments of each ``python -m service ...`` command the docs show (placeholders as 1)."""
     found: list[list[str]] = []
     for line in command_lines():
-        for match in re.finditer(r"python -m service\b([^#;&|>)`]*)", line):
+        for match in re.finditer(r"python -m service(?![.\w])([^#;&|>)`]*)", line):
             words = shlex.split(re.sub(r"<[^>]*>", "1", match[1]))
             found.append(["1" if re.fullmatch(r"[A-Z]+", word) else word for word in words])
     return found
