@@ -204,7 +204,9 @@ build told ``max_prepared_statements = 0``), and one that keeps them (1.21 and l
 ``DB_POOLER_PREPARED=true`` too). See tests/pgbouncer.py."""
 
 
-@pytest.fixture(params=["sqlite", "postgresql", *POOLERS])
+@pytest.fixture(
+    params=["sqlite", "postgresql", *(pytest.param(p, marks=pytest.mark.pooled) for p in POOLERS)]
+)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of each kind the service supports: a SQLite file, PostgreSQL, and
     PostgreSQL through each PgBouncer in transaction mode (apps there run in its mode)."""

@@ -16,7 +16,11 @@ browser and the SDK generators make of the OpenAPI document, which does not chan
 server's Python) nor ``upgrade`` (they serve earlier releases, built from git history at their
 own pinned versions, which predate the newer Pythons, while today's ``migrate`` runs: what they
 prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd running the files
-of ``deploy/``, which the roots do not hold); the 3.11 run, ``just test``, has them all.
+of ``deploy/``, which the roots do not hold), nor ``pooled`` (the API's tests run again through
+each PgBouncer: the same service code as straight to PostgreSQL but for the driver's mode, which
+the pooler's own tests, test_pooler.py and the faults and rolling restarts through each
+PgBouncer, run on every Python; left out for CI's time); the 3.11 run, ``just test``, and the
+newest dependencies' run have them all.
 
 Where each Python comes from (see ``PYTHONS``): 3.13 is Debian 13's ``python3``, 3.14 and 3.15
 are Debian unstable's, each run inside the cached debootstrap root of ``tools/debian_root.py``
@@ -58,7 +62,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOT_AVAILABLE = 3
 """Exit status when no interpreter of the version asked for is to be had here."""
-LEFT_OUT_FROM_3_12 = "not container and not browser and not sdk and not upgrade and not deploy"
+LEFT_OUT_FROM_3_12 = (
+    "not container and not browser and not sdk and not upgrade and not deploy and not pooled"
+)
 """The markers the runs on 3.12 and later leave out (see the module's docstring)."""
 SERVE_SECONDS = 1200
 """How long the first command may take to install and serve (3.15 builds some from source)."""
