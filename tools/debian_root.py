@@ -43,7 +43,7 @@ PACKAGES = {
         "pgbouncer",
         "ca-certificates",
         *("redis-server", "haproxy"),
-        *("git", "postgresql-client"),
+        *("git", "postgresql-client", "curl"),
     ),
     "sid": (
         "python3.14",
@@ -56,13 +56,14 @@ PACKAGES = {
         "libpq-dev",
         "ca-certificates",
         *("pgbouncer", "redis-server", "haproxy"),
-        *("git", "postgresql-client"),
+        *("git", "postgresql-client", "curl"),
     ),
 }
 """What each suite's root holds: the Pythons with venv and headers (some dependencies build from
 source there), a compiler and libpq for them, PgBouncer (1.24 in trixie), and the servers the
 test suite starts itself (Redis, HAProxy) and the tools it runs (git for the migrations' history,
-pg_dump for their schemas), so that the suite runs whole inside either root."""
+pg_dump for their schemas, curl for the docs' examples), so that the suite runs whole inside
+either root."""
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CA_BUNDLE = "/etc/ssl/certs/host-ca-bundle.crt"
 """Where the host's CA bundle is copied inside the root."""

@@ -114,12 +114,17 @@ def wants_problem(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return qualities[PROBLEM_JSON] > 0 and qualities[PROBLEM_JSON] >= qualities[JSON]
 
 
+RENAMED_BY_RFC_9110 = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
+"""The reason phrases RFC 9110 renamed, which Python's ``HTTPStatus`` has only from 3.13: a
+problem's ``title`` is the same on every Python."""
+
+
 def error_body(
     status_code: int, detail: str, extra: list[ErrorDetail] | None = None, *, problem: bool
 ) -> tuple[bytes, str]:
     """An error's body and media type: an ``Error``, or a ``Problem`` if ``problem``."""
     if problem:
-        title = HTTPStatus(status_code).phrase
+        title = RENAMED_BY_RFC_9110.get(status_code) or HTTPStatus(status_code).phrase
         as_problem = Problem("about:blank", title, status_code, detail, extra)
         return msgspec.json.encode(as_problem), PROBLEM_JSON
     return msgspec.json.encode(Error(status_code, detail, extra)), JSON
