@@ -196,14 +196,15 @@ def test_an_absolute_form_target_answers_for_its_own_host_only(tmp_path: Path) -
     with running_server(
         f"sqlite:///{tmp_path}/h.db", ALLOWED_HOSTS="heroes.example, 127.0.0.1"
     ) as server:
+        # The API's paths (the health checks answer any host).
         served = exchange(
             server,
-            b"GET http://heroes.example/health/live HTTP/1.1\r\nHost: other\r\n"
+            b"GET http://heroes.example/heroes HTTP/1.1\r\nHost: other\r\n"
             b"Connection: close\r\n\r\n",
         )
         refused = exchange(
             server,
-            b"GET http://other/health/live HTTP/1.1\r\nHost: heroes.example\r\n"
+            b"GET http://other/heroes HTTP/1.1\r\nHost: heroes.example\r\n"
             b"Connection: close\r\n\r\n",
         )
 

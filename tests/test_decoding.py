@@ -90,7 +90,7 @@ def test_content_type_is_checked_under_a_hook_of_the_handler_or_controller(
         hooked_client.post(path, content=body, headers={"content-type": "text/plain"}), 415
     )
     accepted = hooked_client.post(path, content=body, headers={"content-type": "application/json"})
-    assert accepted.json() == {"name": "a", "secret_name": "s", "age": None}
+    assert accepted.json() == {"name": "a", "secret_name": "s", "age": None, "team_id": None}
 
 
 @pytest.mark.parametrize(
@@ -213,5 +213,6 @@ def test_scalar_query_names_are_the_declared_single_value_parameters(tmp_path: P
         "order_by",
         "cursor",
         "count",
+        "team_id",
     }
     assert scalar_query_names(handlers["/heroes/{hero_id:int}"]["PATCH"]) == {"hero_id"}
