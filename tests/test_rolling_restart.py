@@ -230,11 +230,12 @@ listen stats
     stats uri /stats
 """
         )
-        self.process = subprocess.Popen(
-            ["haproxy", "-db", "-f", str(self.directory / "haproxy.cfg")],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.directory / "haproxy.log").open("wb"),
-        )
+        with (self.directory / "haproxy.log").open("wb") as log:  # HAProxy holds its own copy
+            self.process = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(self.directory / "haproxy.cfg")],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 10
         while True:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import psycopg
@@ -93,10 +95,24 @@ def test_the_first_release_serves_1_000_000_heroes_while_migrate_runs_to_the_hea
     assert report.worst_wait < WORST_WAIT, report.line()
 
 
-# The roll of migration 0004: the release before it and today's serve the same database.
+# The roll of migration 0004: the release before it and the one it came with serve the same
+# database.
 
 KEYS_EXPANDED = "0004"
 REPLAYED = "idempotent-replayed"
+
+
+@contextmanager
+def release_of(migration: Migration, database: str, **settings: str) -> Iterator[Any]:
+    """The release that came with ``migration``, serving ``database``: the code just before the
+    next migration appeared (later code needs that one too), or today's if none came after."""
+    later = MIGRATIONS[MIGRATIONS.index(migration) + 1 :]
+    if not later:
+        with running_server(database, **settings) as server:  # type: ignore[arg-type]  # variables
+            yield server
+        return
+    with served(release(release_before(later[0])), database, **settings) as server:
+        yield server
 
 
 def keyed_create(base_url: str, key: str, name: str, api_key: str | None = None) -> httpx.Response:
@@ -118,7 +134,7 @@ def test_a_keyed_create_retried_on_the_other_release_is_answered_once(
 
     with served(previous, database) as old:
         migrate(database, KEYS_EXPANDED)  # before the new release starts, as in a roll
-        with running_server(database) as new:
+        with release_of(expand, database) as new:
             first, retry = (old, new) if first_on == "previous" else (new, old)
             created = keyed_create(first.url, key, "Rolled")
             retried = keyed_create(retry.url, key, "Rolled")
@@ -132,10 +148,11 @@ def test_a_keyed_create_retried_on_the_other_release_is_answered_once(
 
 
 def test_during_the_roll_another_api_key_never_gets_the_hero_of_a_key(database: str) -> None:
+    expand = next(m for m in MIGRATIONS if m.revision == KEYS_EXPANDED)
     migrate(database, KEYS_EXPANDED)
     key, api_keys = str(uuid.uuid4()), ("first-key-2c9f1b7e", "second-key-8d3a6e0f")
 
-    with running_server(database, API_KEY=", ".join(api_keys)) as new:
+    with release_of(expand, database, API_KEY=", ".join(api_keys)) as new:
         created = keyed_create(new.url, key, "Guarded", api_keys[0])
         other = keyed_create(new.url, key, "Guarded", api_keys[1])
         again = keyed_create(new.url, key, "Guarded", api_keys[0])
