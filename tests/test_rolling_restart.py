@@ -230,11 +230,11 @@ listen stats
     stats uri /stats
 """
         )
-        with (self.directory / "haproxy.log").open("wb") as log:  # HAProxy holds its own copy
+        with (self.directory / "haproxy.log").open("wb") as output:  # HAProxy holds its own copy
             self.process = subprocess.Popen(
                 ["haproxy", "-db", "-f", str(self.directory / "haproxy.cfg")],
                 stdout=subprocess.DEVNULL,
-                stderr=log,
+                stderr=output,
             )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 10
