@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
@@ -22,11 +21,9 @@ from service.http import etags, idempotency, parameters
 from service.http.cursors import Orders
 from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
-from service.http.idempotency import request_key
 from service.http.parameters import MAX_PAGE, bounded
 from service.http.resources import Resource
 from service.http.responses import JsonResponse
-from service.http.security import credential
 
 ORDERS = Orders(LIST.keys)
 """The list's orders and cursors."""
@@ -74,19 +71,9 @@ class HeroController(Controller):
         and answers the first result again, with ``Idempotent-Replayed: true``. Each API key
         has keys of its own.
         """
-        # Documented by openapi.HEADERS_READ_RAW (see idempotency.header_value).
-        idempotency_key = idempotency.header_value(request.scope)
-        if idempotency_key is None:
-            (hero, version), replayed = await insert_hero(db, data)
-        else:
-            body = msgspec.json.encode(data)
-            key = request_key(idempotency_key, "createHero", body, credential(request.scope))
-            retention = request.app.state[idempotency.KEY_RETENTION_STATE]
-            (hero, version), replayed = await insert_hero(db, data, key, retention)
-        headers = {"Location": f"/heroes/{hero.id}", "ETag": etags.etag(version)}
-        if replayed:
-            headers[idempotency.REPLAYED_HEADER] = "true"
-        return JsonResponse(hero, status_code=201, headers=headers)
+        keyed = idempotency.key_for(request, "createHero", data)
+        (hero, version), replayed = await insert_hero(db, data, *keyed)
+        return idempotency.created(hero, version, replayed, f"/heroes/{hero.id}")
 
     @get(
         operation_id="listHeroes",

@@ -17,13 +17,18 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+import msgspec
+
 from service.database.faults import ReferenceMissing, WriteRefused
 from service.database.records import Stored, now
 from service.database.statements import InProgress
 from service.database.tables import KEY_MAX_LENGTH
-from service.http.security import ANONYMOUS
+from service.http import etags
+from service.http.responses import JsonResponse
+from service.http.security import ANONYMOUS, credential
 
 if TYPE_CHECKING:
+    from litestar import Request
     from litestar.types import Scope
 
     from service.database.keyed import KeyedCreates
@@ -121,6 +126,33 @@ def request_key(
     key = _ESCAPE.sub(r"\1", header[1:-1]) if header.startswith('"') else header
     digest = hashlib.sha256(operation.encode() + b"\n" + request).digest()
     return RequestKey(key, digest, credential)
+
+
+def key_for(
+    request: Request[Any, Any, Any], operation: str, data: object
+) -> tuple[RequestKey, timedelta] | tuple[()]:
+    """What follows the body in a resource's keyed insert, if the request sends a key.
+
+    The key the request sends in ``Idempotency-Key`` for ``operation`` (with its body ``data``
+    encoded again) and how long keys are kept; nothing when it sends none.
+    """
+    # Documented by openapi.HEADERS_READ_RAW (see header_value).
+    header = header_value(request.scope)
+    if header is None:
+        return ()
+    key = request_key(header, operation, msgspec.json.encode(data), credential(request.scope))
+    return key, request.app.state[KEY_RETENTION_STATE]
+
+
+def created(row: Any, version: int, replayed: bool, location: str) -> JsonResponse[Any]:
+    """A create's 201: the row, its URL, its ``ETag``, and whether it is given again.
+
+    ``Idempotent-Replayed: true`` when it is the first answer given again, for a retried key.
+    """
+    headers = {"Location": location, "ETag": etags.etag(version)}
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return JsonResponse(row, status_code=201, headers=headers)
 
 
 DAY = timedelta(days=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
@@ -19,11 +18,9 @@ from service.http import etags, idempotency, parameters
 from service.http.cursors import Orders
 from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
-from service.http.idempotency import request_key
 from service.http.parameters import MAX_PAGE
 from service.http.resources import Resource
 from service.http.responses import JsonResponse
-from service.http.security import credential
 from service.teams import errors, openapi, queries
 from service.teams.detail import TeamPublicWithHeroes, team_with_heroes
 from service.teams.queries import LIST, TEAMS, Filters, insert_team
@@ -91,19 +88,9 @@ class TeamController(Controller):
         Send an ``Idempotency-Key`` (a UUID, new for each team) to make the create safe to
         retry, as for heroes.
         """
-        # Documented by openapi.HEADERS_READ_RAW (see idempotency.header_value).
-        idempotency_key = idempotency.header_value(request.scope)
-        if idempotency_key is None:
-            (team, version), replayed = await insert_team(db, data)
-        else:
-            body = msgspec.json.encode(data)
-            key = request_key(idempotency_key, "createTeam", body, credential(request.scope))
-            retention = request.app.state[idempotency.KEY_RETENTION_STATE]
-            (team, version), replayed = await insert_team(db, data, key, retention)
-        headers = {"Location": f"/teams/{team.id}", "ETag": etags.etag(version)}
-        if replayed:
-            headers[idempotency.REPLAYED_HEADER] = "true"
-        return JsonResponse(team, status_code=201, headers=headers)
+        keyed = idempotency.key_for(request, "createTeam", data)
+        (team, version), replayed = await insert_team(db, data, *keyed)
+        return idempotency.created(team, version, replayed, f"/teams/{team.id}")
 
     @get(
         operation_id="listTeams",
