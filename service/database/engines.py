@@ -1,4 +1,10 @@
-"""The one place that builds the engines and the plugin's config, tuned per database."""
+"""The one place that builds the engines and the plugin's config, tuned per database.
+
+One file, read top to bottom as one decision: ``DATABASE_URL`` as users write it (libpq's
+multi-host form, ``sslmode``) becomes the URL of the driver the mode needs (``DRIVERS``), and
+that driver decides the engine's arguments, the plugin's config and the ``Database`` opened on
+it. Split, each half would have to import the other's table of drivers.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ Every error is answered as the tutorial's ``{"detail": ...}`` plus ``status_code
 byte for byte the same whatever the request, unless its ``Accept`` asks for RFC 9457 problem
 details (``application/problem+json``): then the same error as a :class:`Problem`. Either way
 the answer carries ``Vary: Accept``. The choice is made on the error path only.
+
+One file because it is one table: the shapes, the table's rows, the handler that answers them
+and the OpenAPI descriptions of the same statuses change together, and a status added to one
+and not the others is the drift the tests of the document catch.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ committed ``openapi.json`` that SDKs are generated from names them all: 401 on e
 (required only with ``API_KEY``), 429 wherever the rate limit applies (with
 ``RATE_LIMIT_PER_MINUTE``), each answered in the ``Error`` shape or, when ``Accept`` asks for
 it, as a ``Problem``.
+
+One file because the helpers the resources' decorators use and the startup changes write the
+same parts of the document (a header's schema, an answer's statuses): kept together, what is
+declared and what is added after are read side by side.
 """
 
 from __future__ import annotations
