@@ -138,19 +138,28 @@ def begin_immediate(connection: sa.Connection) -> None:
     """
     if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         return
+    while_locked(
+        lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"),
+        lambda exc: "locked" in str(exc.orig),
+        "the database is locked",
+    )
+
+
+def while_locked(
+    run: Callable[[], object], refused: Callable[[sa.exc.DBAPIError], bool], what: str
+) -> None:
+    """Run ``run``, again while it fails because another holds a lock (``refused`` says so).
+
+    Up to ``LOCK_ATTEMPTS`` times, pausing longer each time and saying so in the log.
+    """
     pause = FIRST_PAUSE
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        except sa.exc.OperationalError as exc:
-            if "locked" not in str(exc.orig) or attempt == LOCK_ATTEMPTS:
+            run()
+        except sa.exc.DBAPIError as exc:
+            if not refused(exc) or attempt == LOCK_ATTEMPTS:
                 raise
-            log.info(
-                "the database is locked (try %d of %d); again in %.1f s",
-                attempt,
-                LOCK_ATTEMPTS,
-                pause,
-            )
+            log.info("%s (try %d of %d); again in %.1f s", what, attempt, LOCK_ATTEMPTS, pause)
             time.sleep(pause)
             pause = min(pause * 2, LONGEST_PAUSE)
         else:

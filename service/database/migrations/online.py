@@ -32,11 +32,9 @@ import sqlalchemy as sa
 from alembic import op
 
 from service.database.migrations.migrator import (
-    FIRST_PAUSE,
-    LOCK_ATTEMPTS,
     LOCK_TIMEOUT,
-    LONGEST_PAUSE,
     begin_immediate,
+    while_locked,
 )
 
 BATCH_ROWS = 10_000
@@ -134,24 +132,11 @@ def locked(sql: str, what: str) -> None:
         with transaction():
             bind.exec_driver_sql(sql)
         return
-    pause = FIRST_PAUSE
-    for attempt in range(1, LOCK_ATTEMPTS + 1):
-        try:
-            bind.exec_driver_sql(sql)
-        except sa.exc.DBAPIError as exc:
-            if _sqlstate(exc) != LOCK_NOT_AVAILABLE or attempt == LOCK_ATTEMPTS:
-                raise
-            log.info(
-                "%s: the table is locked by another transaction (try %d of %d); again in %.1f s",
-                what,
-                attempt,
-                LOCK_ATTEMPTS,
-                pause,
-            )
-            time.sleep(pause)
-            pause = min(pause * 2, LONGEST_PAUSE)
-        else:
-            return
+    while_locked(
+        lambda: bind.exec_driver_sql(sql),
+        lambda exc: _sqlstate(exc) == LOCK_NOT_AVAILABLE,
+        f"{what}: the table is locked by another transaction",
+    )
 
 
 def create_index(name: str, table: str, columns: str, *, unique: bool = False) -> None:
