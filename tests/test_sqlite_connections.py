@@ -1,7 +1,9 @@
-"""The app's sqlite3 connections: closed when it stops, and in the transaction control it chose."""
+"""The app's sqlite3 connections: closed when it stops, patient with workers that
+start together on one new file, and in the transaction control it chose."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import sys
@@ -11,9 +13,11 @@ from typing import Any
 import pytest
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig
 from litestar.testing import TestClient
+from sqlalchemy.engine import Engine
 
 from service.app import create_app
 from service.database.backup import backup
+from service.database.engines import create_engine
 from service.settings import Settings
 from tests.conftest import PLUGIN_KEY_REGISTRIES
 from tests.helpers import create
@@ -80,3 +84,30 @@ def test_the_app_keeps_its_transaction_control_when_sqlite3s_default_changes(
 
     report = backup(Settings(database_url=f"sqlite:///{database}"), tmp_path / "copy.db")
     assert "1 heroes" in report
+
+
+def start_a_worker(database: Path, start: Any) -> str:
+    """What one worker process does first: connect to the file, as every worker does at once."""
+    engine = create_engine(Settings(database_url=f"sqlite:///{database}"))
+    assert isinstance(engine, Engine)  # SQLite's is synchronous
+    start.wait()
+    try:
+        with engine.connect() as connection:
+            return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
+    except Exception as exc:
+        return repr(exc)
+    finally:
+        engine.dispose()
+
+
+def test_workers_starting_together_on_a_new_file_all_connect(tmp_path: Path) -> None:
+    """Several workers switch one new file to WAL at the same moment. SQLite answers all but one
+    "database is locked" at once, without waiting; before the retry, about one round in four
+    failed a worker's startup (tests/test_several_workers.py met it on Python 3.14)."""
+    workers = 4
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(workers) as pool:
+        for round_ in range(20):
+            start = manager.Barrier(workers)
+            database = tmp_path / f"heroes-{round_}.db"
+            assert pool.starmap(start_a_worker, [(database, start)] * workers) == ["wal"] * workers

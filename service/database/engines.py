@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,14 +242,33 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     @sa.event.listens_for(engine, "connect")
     def tune(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA busy_timeout = {settings.sqlite_busy_timeout_ms:d}")
+        if not in_memory:
+            switch_to_wal(cursor, settings.sqlite_busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.close()
 
     return engine
+
+
+def switch_to_wal(cursor: sqlite3.Cursor, patience: float) -> None:
+    """Put the file in WAL mode, retrying while another connection switches it too.
+
+    Workers starting together on a new file each switch it: the switch reads the file, then
+    takes its exclusive lock, and SQLite answers one of two such connections "database is
+    locked" at once, without its busy handler (which could deadlock there).
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+        else:
+            return
 
 
 def database_config(settings: Settings) -> DatabaseConfig:
