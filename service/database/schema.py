@@ -189,13 +189,16 @@ def _upgrade_sqlite(
     with engine.connect() as connection:
         current = current_revision(connection)
         connection.commit()
-        if pending(current) is None:
+        waiting = pending(current)
+        if waiting is None:
             log.warning(
                 "The database schema is at revision %s, which a later release wrote: "
                 "serving on it.",
                 current,
             )
             return
+        if target == "heads" and commands is None and not waiting:
+            return  # at the latest revision: nothing to apply, no need for Alembic's machinery
         commands = commands or AlembicCommands(sqlalchemy_config=config)
         commands.config.attributes["connection"] = connection
         commands.upgrade(target)
