@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -204,6 +205,17 @@ build told ``max_prepared_statements = 0``), and one that keeps them (1.21 and l
 ``DB_POOLER_PREPARED=true`` too). See tests/pgbouncer.py."""
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the latest schema, made once per worker. The ``database_url`` of each
+    SQLite test is a copy of it: migrating a new file at each app's startup took about 30 ms, as
+    much as the rest of the test. Startup on a new file (the Quick start's) has tests of its own
+    in test_migrations.py, on files they make."""
+    path = tmp_path_factory.mktemp("migrated") / "heroes.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture(
     params=["sqlite", "postgresql", *(pytest.param(p, marks=pytest.mark.pooled) for p in POOLERS)]
 )
@@ -211,6 +223,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """An empty database of each kind the service supports: a SQLite file, PostgreSQL, and
     PostgreSQL through each PgBouncer in transaction mode (apps there run in its mode)."""
     if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), tmp_path / "heroes.db")
         yield f"sqlite:///{tmp_path / 'heroes.db'}"
         return
     if request.param in POOLERS:
@@ -282,18 +295,55 @@ def pooled_database(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def postgres_database(postgres_url: str) -> Iterator[str]:
+def postgres_database(postgres_url: str, emptier: Emptier) -> Iterator[str]:
     """The session's PostgreSQL database, with no heroes, emptied again after the test."""
-    url = postgres_url
-    yield url
-    engine = direct_engine(url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP TRIGGER IF EXISTS break_commit ON heroes")
-        connection.exec_driver_sql("DROP FUNCTION IF EXISTS break_commit")
-        connection.exec_driver_sql("DROP TABLE IF EXISTS commit_guard")
-        tables = ", ".join(Base.metadata.tables)  # every resource's, as the migrations make them
-        connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY")
-    engine.dispose()
+    yield postgres_url
+    emptier.empty()
+
+
+class Emptier:
+    """Empties the session's database after each test, on one connection kept for the session:
+    a new connection and ``TRUNCATE`` (new files for every table and index) cost more than the
+    ``DELETE`` of a test's few rows. A test that ended the connection gets a new one."""
+
+    def __init__(self, url: str) -> None:
+        self.url = sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+        self.connection: psycopg.Connection[Any] | None = None
+
+    def empty(self) -> None:
+        try:
+            self._empty()
+        except psycopg.OperationalError:  # the test ended our connection: once more, on a new one
+            self.close()
+            self._empty()
+
+    def _empty(self) -> None:
+        if self.connection is None:
+            self.connection = psycopg.connect(self.url, prepare_threshold=None)
+        with self.connection.transaction():
+            self.connection.execute("DROP TRIGGER IF EXISTS break_commit ON heroes")
+            self.connection.execute("DROP FUNCTION IF EXISTS break_commit")
+            self.connection.execute("DROP TABLE IF EXISTS commit_guard")
+            # Every resource's table, as the migrations make them; their ids start again at 1.
+            for table in reversed(Base.metadata.sorted_tables):
+                self.connection.execute(f"DELETE FROM {table.name}")
+                if "id" in table.c:
+                    self.connection.execute(
+                        "SELECT setval(pg_get_serial_sequence(%s, 'id'), 1, false)", (table.name,)
+                    )
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+@pytest.fixture(scope="session")
+def emptier(postgres_url: str) -> Iterator[Emptier]:
+    """What empties the session's PostgreSQL database after each test."""
+    emptier = Emptier(postgres_url)
+    yield emptier
+    emptier.close()
 
 
 def migrate(url: str) -> None:
