@@ -19,8 +19,8 @@ prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd ru
 of ``deploy/``, which the roots do not hold), nor ``pooled`` (the API's tests run again through
 each PgBouncer: the same service code as straight to PostgreSQL but for the driver's mode, which
 the pooler's own tests, test_pooler.py and the faults and rolling restarts through each
-PgBouncer, run on every Python; left out for CI's time); the 3.11 run, ``just test``, and the
-newest dependencies' run have them all.
+PgBouncer, run on every Python; left out for CI's time); the 3.11 run, ``just test``, has them
+all.
 
 Where each Python comes from (see ``PYTHONS``): 3.13 is Debian 13's ``python3``, 3.14 and 3.15
 are Debian unstable's, each run inside the cached debootstrap root of ``tools/debian_root.py``
@@ -32,9 +32,11 @@ says so and exits with status 3. 3.11 is the machine's ``python3``.
 
 ``newest`` installs the project with ``--upgrade`` and without constraints.txt into a fresh
 environment, prints every package whose version differs from constraints.txt, and runs the
-whole suite there (``just lock`` then moves constraints.txt forward), with every warning an
-error but the exceptions named and explained in pyproject.toml's ``filterwarnings``: the CI
-pass where a new deprecation fails first.
+suite of 3.12 and later there, plus the ``browser`` and ``sdk`` tests, which check what the
+newest Litestar documents and the newest generators make of it (``NEWEST_LEAVES_OUT``; ``just
+lock`` then moves constraints.txt forward), with every warning an error but the exceptions
+named and explained in pyproject.toml's ``filterwarnings``: the CI pass where a new deprecation
+fails first.
 
 Arguments after the version go to the suite (``-k heroes``), after the second command; CI
 gives none. Each run ends with one line: the Python, where it came from, and the suite's
@@ -66,6 +68,9 @@ LEFT_OUT_FROM_3_12 = (
     "not container and not browser and not sdk and not upgrade and not deploy and not pooled"
 )
 """The markers the runs on 3.12 and later leave out (see the module's docstring)."""
+NEWEST_LEAVES_OUT = "not container and not upgrade and not deploy and not pooled"
+"""The markers the newest dependencies' run leaves out: those of 3.12 and later but for
+``browser`` and ``sdk``, whose subject (the OpenAPI document) is the dependencies' work."""
 SERVE_SECONDS = 1200
 """How long the first command may take to install and serve (3.15 builds some from source)."""
 SUITE_SECONDS = 3600
@@ -327,6 +332,7 @@ def newest(pytest_args: list[str]) -> int:
         environment["PATH"] = f"{venv / 'bin'}{os.pathsep}{environment.get('PATH', '')}"
         environment["TEST_SUMMARY_FILE"] = str(work / "summary.jsonl")
         environment["TEST_WARNINGS_AS_ERRORS"] = "true"  # see tests/conftest.py
+        environment["PYTEST_ADDOPTS"] = f"-m {shlex.quote(NEWEST_LEAVES_OUT)}"
         status = subprocess.run(  # noqa: S603
             [
                 str(python),
