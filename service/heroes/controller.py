@@ -155,13 +155,8 @@ class HeroController(Controller):
         The ``ETag`` changes when the hero or its team does (``"3.7"``: the hero at 3, its team
         at 7); ``If-Match`` on a write compares the hero's version alone.
         """
-        hero, version, team_version = await hero_with_team(db, hero_id)
-        shown = () if team_version is None else (team_version,)
-        headers = {"ETag": etags.etag(version, *shown), "Cache-Control": "no-cache"}
-        # If-None-Match is documented by openapi.HEADERS_READ_RAW (see etags.header_value).
-        if etags.not_modified(request.scope, version, *shown):
-            return JsonResponse(None, status_code=304, headers=headers)  # type: ignore[arg-type]
-        return JsonResponse(hero, headers=headers)
+        hero, version, shown = await hero_with_team(db, hero_id)
+        return etags.read_answer(request.scope, hero, version, *shown)
 
     @patch(
         "/{hero_id:int}",

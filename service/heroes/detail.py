@@ -29,11 +29,12 @@ class HeroPublicWithTeam(HeroPublic):
 
 
 class HeroWithTeam(NamedTuple):
-    """A row of ``SELECT_HERO``: the hero with its team, the hero's version, the team's."""
+    """A row of ``SELECT_HERO``: the hero with its team, and their versions."""
 
     hero: HeroPublicWithTeam
     version: int
-    team_version: int | None
+    shown: tuple[int, ...]
+    """What the ETag holds besides the hero's version: its team's, if it has one."""
 
 
 def _row(
@@ -48,16 +49,15 @@ def _row(
     headquarters: Any,
     team_created_at: Any,
     team_updated_at: Any,
-    team_version: int | None,
+    team_version: Any,
 ) -> HeroWithTeam:
     # The team's columns are null together, when team_id is: then there is no team.
-    team = (
-        None
-        if team_id is None
-        else TeamPublic(team_id, team_name, headquarters, team_created_at, team_updated_at)
-    )
+    if team_id is None:
+        hero = HeroPublicWithTeam(hero_id, name, age, created_at, updated_at)
+        return HeroWithTeam(hero, version, ())
+    team = TeamPublic(team_id, team_name, headquarters, team_created_at, team_updated_at)
     hero = HeroPublicWithTeam(hero_id, name, age, created_at, updated_at, team_id, team)
-    return HeroWithTeam(hero, version, team_version)
+    return HeroWithTeam(hero, version, (team_version,))
 
 
 SELECT_HERO = Statement(

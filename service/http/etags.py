@@ -5,22 +5,28 @@ the version in quotes (``"3"``). A representation that shows other rows too (a h
 team) adds what identifies them after a dot (``"3.7"``: the hero at 3, its team at 7), so that
 it changes when they do; a write's ``If-Match`` is a condition on the row it writes, and
 compares the first number alone. Any resource's routes read the conditions with
-:func:`if_match` and :func:`not_modified`. Pure functions, no I/O.
+:func:`if_match` and :func:`not_modified`, and answer a read with :func:`read_answer`. No I/O.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from service.database.records import Versions
 from service.database.tables import VERSION_MAX
+from service.http.responses import JsonResponse
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from litestar.types import Scope
+
+T = TypeVar("T")
 
 IF_MATCH = "If-Match"
 IF_NONE_MATCH = "If-None-Match"
+_NAMES = {IF_MATCH: b"if-match", IF_NONE_MATCH: b"if-none-match"}
 
 _OPAQUE_TAG = r'(W/)?"[\x21\x23-\x7E]*"'
 ENTITY_TAGS = rf"^[ \t]*(\*|{_OPAQUE_TAG}([ \t]*,[ \t]*{_OPAQUE_TAG})*)?[ \t]*$"
@@ -54,7 +60,7 @@ def header_value(scope: Scope, header: str) -> str | None:
     9110, 5.3). Read from the ASGI scope's raw headers: a header parameter in the handler's
     signature makes Litestar build the request's header map on every read and write.
     """
-    name = header.lower().encode()
+    name = _NAMES.get(header) or header.lower().encode()
     lines = [value for key, value in scope["headers"] if key == name]
     return ", ".join(line.decode("latin-1") for line in lines) if lines else None
 
@@ -66,7 +72,7 @@ def etag(version: int, *shown: int) -> str:
     """
     if not shown:
         return f'"{version}"'
-    return '"' + ".".join(map(str, (version, *shown))) + '"'
+    return f'"{version}.{".".join(map(str, shown))}"'
 
 
 def entity_tags(value: str, header: str) -> list[str] | None:
@@ -99,8 +105,12 @@ def allowed_versions(if_match: str | None) -> Versions:
 
 def matches_any(if_none_match: str, version: int, *shown: int) -> bool:
     """Whether ``If-None-Match`` is ``*`` or names the tag of ``version`` and ``shown``, weakly."""
+    return _names_tag(if_none_match, etag(version, *shown))
+
+
+def _names_tag(if_none_match: str, tag: str) -> bool:
     tags = entity_tags(if_none_match, IF_NONE_MATCH)
-    return tags is None or etag(version, *shown) in {tag.removeprefix("W/") for tag in tags}
+    return tags is None or tag in {found.removeprefix("W/") for found in tags}
 
 
 def if_match(scope: Scope) -> Versions:
@@ -112,3 +122,24 @@ def not_modified(scope: Scope, version: int, *shown: int) -> bool:
     """Whether the request's ``If-None-Match`` names the tag (or ``*``): answer 304."""
     if_none_match = header_value(scope, IF_NONE_MATCH)
     return if_none_match is not None and matches_any(if_none_match, version, *shown)
+
+
+def read_answer(
+    scope: Scope,
+    content: T,
+    version: int,
+    *shown: int,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse[T]:
+    """A read's answer: ``content`` with its ``ETag``, or 304 if ``If-None-Match`` names it.
+
+    The tag is :func:`etag`'s of ``version`` and ``shown``; ``Cache-Control: no-cache`` makes
+    caches ask again (with ``If-None-Match``) before they reuse it. ``headers`` are sent too.
+    """
+    tag = etag(version, *shown)
+    sent = {"ETag": tag, "Cache-Control": "no-cache", **(headers or {})}
+    # If-None-Match is documented by each resource's HEADERS_READ_RAW (see header_value).
+    if_none_match = header_value(scope, IF_NONE_MATCH)
+    if if_none_match is not None and _names_tag(if_none_match, tag):
+        return JsonResponse(None, status_code=304, headers=sent)  # type: ignore[arg-type]
+    return JsonResponse(content, headers=sent)

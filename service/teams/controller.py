@@ -146,13 +146,8 @@ class TeamController(Controller):
         compares the team's version alone.
         """
         team, version, shown, more = await team_with_heroes(db, team_id)
-        headers = {"ETag": etags.etag(version, *shown), "Cache-Control": "no-cache"}
-        if more:
-            headers["Link"] = f'</heroes?team_id={team_id}>; rel="related"'
-        # If-None-Match is documented by openapi.HEADERS_READ_RAW (see etags.header_value).
-        if etags.not_modified(request.scope, version, *shown):
-            return JsonResponse(None, status_code=304, headers=headers)  # type: ignore[arg-type]
-        return JsonResponse(team, headers=headers)
+        related = {"Link": f'</heroes?team_id={team_id}>; rel="related"'} if more else None
+        return etags.read_answer(request.scope, team, version, *shown, headers=related)
 
     @patch(
         "/{team_id:int}",
