@@ -59,6 +59,7 @@ class SqliteDatabase(Database):
     def __init__(self, engine: sa.Engine, *, in_memory: bool) -> None:
         self.engine = engine
         self._reader: PoolProxiedConnection | None = None
+        self._reader_cursor: sqlite3.Cursor | None = None
         self._traced_reader: sa.Connection | None = None
         # An in-memory database is one connection, with no other to wait for: nothing to move.
         self._writer = None if in_memory else SqliteWriter(engine)
@@ -122,7 +123,23 @@ class SqliteDatabase(Database):
             except Exception:
                 traced_reader.rollback()
                 raise
-        return run_on_driver(self.engine.dialect, self._reader_driver(), statement, params)
+        return self._read_on_cursor(statement, params)
+
+    def _read_on_cursor(self, statement: Statement, params: dict[str, Any]) -> Sequence[Row]:
+        # One cursor for every inline read: a cursor made and closed per read costs a get-one
+        # more than a column does. Each read fetches all its rows, which ends its statement (no
+        # read is left open); a cursor that failed is closed, and the next read makes another.
+        cursor = self._reader_cursor
+        if cursor is None:
+            cursor = self._reader_cursor = self._reader_driver().cursor()
+        compiled = statement.compiled(self.engine.dialect)
+        try:
+            cursor.execute(compiled.sql, compiled.arguments(params))
+            return compiled.rows(cursor.fetchall())
+        except BaseException:
+            self._reader_cursor = None
+            cursor.close()
+            raise
 
     def _reader_driver(self) -> Any:
         if self._reader is None:
@@ -149,6 +166,9 @@ class SqliteDatabase(Database):
         """Stop the writer thread and close the connections it and the reader kept."""
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)
+        if self._reader_cursor is not None:
+            self._reader_cursor.close()
+            self._reader_cursor = None
         if self._reader is not None:
             _close_for_good(self._reader)
             self._reader = None
