@@ -6,7 +6,6 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Tag
 from litestar.params import Body, Parameter
@@ -15,17 +14,20 @@ from service.database.statements import Database
 from service.database.tables import AGE_MAX, ID_MAX, NAME_MAX_LENGTH
 from service.heroes import errors, openapi
 from service.heroes.detail import HeroPublicWithTeam, hero_with_team
+from service.heroes.openapi import DOCS
 from service.heroes.queries import HEROES, LIST, Filters, insert_hero, update_hero
-from service.heroes.schemas import Deleted, HeroCreate, HeroPublic, HeroUpdate
+from service.heroes.schemas import HeroCreate, HeroPublic, HeroUpdate
 from service.http import etags, idempotency, parameters
-from service.http.cursors import Orders
+from service.http.cursors import Pages
 from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
 from service.http.parameters import MAX_PAGE, bounded
 from service.http.resources import Resource
-from service.http.responses import JsonResponse
+from service.http.responses import Deleted, JsonResponse
 
-ORDERS = Orders(LIST.keys)
+PAGES = Pages(LIST)
+"""The list's answers."""
+ORDERS = PAGES.orders
 """The list's orders and cursors."""
 
 documented = partial(documented_errors, descriptions=errors.ERROR_DESCRIPTIONS)
@@ -44,17 +46,7 @@ class HeroController(Controller):
     @post(
         operation_id="createHero",
         summary="Create a hero",
-        response_headers=[
-            ResponseHeader(
-                name="Location",
-                value="/heroes/1",  # an example, from which the schema is derived: never sent
-                description="The new hero's URL.",
-                required=True,
-                documentation_only=True,
-            ),
-            openapi.ETAG_HEADER,
-            openapi.REPLAYED_HEADER,
-        ],
+        response_headers=DOCS.created_headers,
         responses=documented(400, 409, 413, 415, 422, 503),
         opt={idempotency.HONOURS_KEYS: True},
     )
@@ -78,7 +70,7 @@ class HeroController(Controller):
     @get(
         operation_id="listHeroes",
         summary="List heroes",
-        response_headers=[openapi.LINK_HEADER, openapi.TOTAL_COUNT_HEADER],
+        response_headers=DOCS.page_headers,
         responses=documented(400, 503),
     )
     async def list_heroes(
@@ -126,23 +118,24 @@ class HeroController(Controller):
         exactly once, even while heroes are created and deleted. ``offset`` pages work too, but
         skip or repeat heroes when earlier ones are deleted or created meanwhile.
         """
-        sort, after = ORDERS.start(order_by, cursor, offset)
         filters = Filters(name, name_prefix, min_age, max_age, team_id)._asdict()
-        heroes = await LIST.page(db, filters, sort, limit=limit, offset=offset, after=after)
-        headers = {}
-        if len(heroes) == limit:
-            query = {**filters, "order_by": order_by, "limit": limit, "count": count}
-            headers["Link"] = ORDERS.link_after(request.scope, query, sort, heroes[-1])
-        if count:
-            headers["X-Total-Count"] = str(await LIST.count(db, filters))
-        return JsonResponse(heroes, headers=headers)
+        return await PAGES.answer(
+            request.scope,
+            db,
+            filters,
+            order_by=order_by,
+            cursor=cursor,
+            offset=offset,
+            limit=limit,
+            count=count,
+        )
 
     @get(
         "/{hero_id:int}",
         operation_id="getHero",
         summary="Get a hero",
-        response_headers=[openapi.ETAG_HEADER],
-        responses={**documented(400, 404, 503), **openapi.NOT_MODIFIED},
+        response_headers=[DOCS.etag_header],
+        responses={**documented(400, 404, 503), **DOCS.not_modified},
     )
     async def get_hero(
         self,
@@ -162,7 +155,7 @@ class HeroController(Controller):
         "/{hero_id:int}",
         operation_id="updateHero",
         summary="Update a hero",
-        response_headers=[openapi.ETAG_HEADER],
+        response_headers=[DOCS.etag_header],
         responses=documented(400, 404, 412, 413, 415, 422, 503),
     )
     async def update_hero(
@@ -199,7 +192,7 @@ RESOURCE = Resource(
     route_handlers=[HeroController],
     exception_handlers=errors.EXCEPTION_HANDLERS,
     tag=Tag(name="heroes", description="The heroes of the SQL tutorial."),
-    complete_document=openapi.complete_document,
+    complete_document=DOCS.complete_document,
     overview="The heroes of the SQL tutorial: create, list, read, update and delete them.",
 )
 """The heroes, as ``create_app`` serves them."""

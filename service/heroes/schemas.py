@@ -87,9 +87,3 @@ class HeroPublic(Struct, omit_defaults=True):
         int | None,
         Meta(description="The id of the hero's team; absent without one.", examples=[1]),
     ] = None
-
-
-class Deleted(Struct):
-    """The answer to a successful delete."""
-
-    ok: Annotated[bool, Meta(examples=[True])] = True

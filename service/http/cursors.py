@@ -1,9 +1,10 @@
-"""Cursor pages: a list's ``order_by``, its opaque cursors and its ``Link`` header; pure functions.
+"""Cursor pages: a list's ``order_by``, its opaque cursors, its ``Link`` header, its answer.
 
 A list's orders and cursors are its :class:`Orders`, made from the sort keys of its
-``service.database.pages.Listing``. A cursor names the last row of a page by its place in the
-sort, a :class:`~service.database.pages.Position` ``(sort key, id)``; the next page is the rows
-after that place.
+``service.database.pages.Listing``; :class:`Pages` answers a list request with them. A cursor
+names the last row of a page by its place in the sort, a
+:class:`~service.database.pages.Position` ``(sort key, id)``; the next page is the rows after
+that place.
 
 A cursor is the URL-safe base64 (unpadded) of a JSON array ``[1, order_by, value, id]``:
 
@@ -25,16 +26,21 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote_plus
 
 import msgspec
 
-from service.database.pages import Position, Sort, SortKey
+from service.database.pages import Listing, Position, Sort, SortKey
 from service.database.tables import ID_MAX
+from service.http.responses import JsonResponse
 
 if TYPE_CHECKING:
     from litestar.types import Scope
+
+    from service.database.statements import Database
+
+T = TypeVar("T")
 
 CURSOR_VERSION = 1
 Query = dict[str, str | int | bool | None]
@@ -145,3 +151,39 @@ def next_link(path: str, query: Query, cursor: str) -> str:
         if value is not None and key not in ("offset", "cursor")
     ]
     return f'<{path}?{"&".join([*pairs, f"cursor={query_value(cursor)}"])}>; rel="next"'
+
+
+class Pages(Generic[T]):
+    """A list's answers: a page of ``listing``, with its ``Link`` and, if asked, its count."""
+
+    def __init__(self, listing: Listing[T]) -> None:
+        self.listing = listing
+        self.orders = Orders(listing.keys)
+        """The list's orders and cursors."""
+
+    async def answer(
+        self,
+        scope: Scope,
+        db: Database,
+        filters: dict[str, Any],
+        *,
+        order_by: str,
+        cursor: str | None,
+        offset: int,
+        limit: int,
+        count: bool,
+    ) -> JsonResponse[list[T]]:
+        """The page the query asks for, the rows ``filters`` (by name; None: not sent) match.
+
+        A full page's ``Link`` names the next page's URL, with the same query; ``count=true``
+        adds ``X-Total-Count``, how many rows match over all pages.
+        """
+        sort, after = self.orders.start(order_by, cursor, offset)
+        rows = await self.listing.page(db, filters, sort, limit=limit, offset=offset, after=after)
+        headers = {}
+        if len(rows) == limit:
+            query = {**filters, "order_by": order_by, "limit": limit, "count": count}
+            headers["Link"] = self.orders.link_after(scope, query, sort, rows[-1])
+        if count:
+            headers["X-Total-Count"] = str(await self.listing.count(db, filters))
+        return JsonResponse(rows, headers=headers)

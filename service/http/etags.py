@@ -138,7 +138,7 @@ def read_answer(
     """
     tag = etag(version, *shown)
     sent = {"ETag": tag, "Cache-Control": "no-cache", **(headers or {})}
-    # If-None-Match is documented by each resource's HEADERS_READ_RAW (see header_value).
+    # Documented by the resource's ResourceDocs.headers_read_raw (see header_value).
     if_none_match = header_value(scope, IF_NONE_MATCH)
     if if_none_match is not None and _names_tag(if_none_match, tag):
         return JsonResponse(None, status_code=304, headers=sent)  # type: ignore[arg-type]

@@ -136,7 +136,7 @@ def key_for(
     The key the request sends in ``Idempotency-Key`` for ``operation`` (with its body ``data``
     encoded again) and how long keys are kept; nothing when it sends none.
     """
-    # Documented by openapi.HEADERS_READ_RAW (see header_value).
+    # Documented by the resource's ResourceDocs.headers_read_raw (see header_value).
     header = header_value(request.scope)
     if header is None:
         return ()

@@ -380,3 +380,64 @@ def count_as_integer(document: OpenAPI, operation_id: str) -> None:
     if not isinstance(total, OpenAPIHeader):
         raise TypeError(f"{operation_id} documents no X-Total-Count header")
     total.schema = Schema(type=OpenAPIType.INTEGER, minimum=0)
+
+
+# A resource's operations, documented alike --------------------------------------------------
+
+
+def location_header(one: str, path: str) -> ResponseHeader:
+    """A create's ``Location``: the URL of the new ``one`` (``hero``), below ``path``."""
+    return ResponseHeader(
+        name="Location",
+        value=f"{path}/1",  # an example, from which the schema is derived: never sent
+        description=f"The new {one}'s URL.",
+        required=True,
+        documentation_only=True,
+    )
+
+
+class ResourceDocs:
+    """What a resource's create, list, get, update and delete document alike, in its words.
+
+    Made from what one row is called and what many are (``hero``, ``heroes``): the operations
+    are ``createHero``, ``listHeroes``, ``getHero``, ``updateHero`` and ``deleteHero``, at
+    ``/heroes`` and ``/heroes/{hero_id}``. The attributes go in the routes' decorators;
+    :meth:`complete_document` is the resource's addition to the generated document.
+    """
+
+    def __init__(self, one: str, many: str) -> None:
+        self.path = f"/{many}"
+        self.id_parameter = f"{one}_id"
+        self.create, self.list, self.get, self.update, self.delete = (
+            f"create{one.capitalize()}",
+            f"list{many.capitalize()}",
+            f"get{one.capitalize()}",
+            f"update{one.capitalize()}",
+            f"delete{one.capitalize()}",
+        )
+        self.etag_header = etag_header(one)
+        self.not_modified = not_modified(one)
+        self.created_headers = [
+            location_header(one, self.path),
+            self.etag_header,
+            replayed_header(),
+        ]
+        """A create's answer: its ``Location``, ``ETag`` and ``Idempotent-Replayed``."""
+        self.page_headers = [link_header(self.path, one), total_count_header(many)]
+        """A list's page: its ``Link`` to the next page and ``X-Total-Count``."""
+        if_match = if_match_header(one)
+        self.headers_read_raw = {
+            self.create: idempotency_key(one),
+            self.get: if_none_match_header(one),
+            self.update: if_match,
+            self.delete: if_match,
+        }
+        """The request header each operation reads from the raw headers (``etags.header_value``,
+        ``idempotency.header_value``), which no parameter of its signature documents."""
+
+    def complete_document(self, document: OpenAPI) -> None:
+        """The create's links to the new row, the headers read raw, ``X-Total-Count`` an integer."""
+        targets = (self.get, self.update, self.delete)
+        link_created(document, self.create, self.id_parameter, targets)
+        document_headers_read_raw(document, self.headers_read_raw)
+        count_as_integer(document, self.list)

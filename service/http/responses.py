@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT, HTTP_304_NOT_MODIFIED
+from msgspec import Meta, Struct
 
 if TYPE_CHECKING:
     from litestar import Litestar, Request
@@ -90,3 +91,9 @@ class RawResponse:
         """Send the answer."""
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+class Deleted(Struct):
+    """The answer to a successful delete."""
+
+    ok: Annotated[bool, Meta(examples=[True])] = True

@@ -6,27 +6,28 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Tag
 from litestar.params import Body, Parameter
 
 from service.database.statements import Database
 from service.database.tables import NAME_MAX_LENGTH
-from service.heroes.schemas import Deleted
 from service.http import etags, idempotency, parameters
-from service.http.cursors import Orders
+from service.http.cursors import Pages
 from service.http.decoding import NO_NUL
 from service.http.errors import documented_errors
 from service.http.parameters import MAX_PAGE
 from service.http.resources import Resource
-from service.http.responses import JsonResponse
+from service.http.responses import Deleted, JsonResponse
 from service.teams import errors, openapi, queries
 from service.teams.detail import TeamPublicWithHeroes, team_with_heroes
+from service.teams.openapi import DOCS
 from service.teams.queries import LIST, TEAMS, Filters, insert_team
 from service.teams.schemas import TeamCreate, TeamPublic, TeamUpdate
 
-ORDERS = Orders(LIST.keys)
+PAGES = Pages(LIST)
+"""The list's answers."""
+ORDERS = PAGES.orders
 """The list's orders and cursors."""
 
 documented = partial(documented_errors, descriptions=errors.ERROR_DESCRIPTIONS)
@@ -63,17 +64,7 @@ class TeamController(Controller):
     @post(
         operation_id="createTeam",
         summary="Create a team",
-        response_headers=[
-            ResponseHeader(
-                name="Location",
-                value="/teams/1",  # an example, from which the schema is derived: never sent
-                description="The new team's URL.",
-                required=True,
-                documentation_only=True,
-            ),
-            openapi.ETAG_HEADER,
-            openapi.REPLAYED_HEADER,
-        ],
+        response_headers=DOCS.created_headers,
         responses=documented(400, 409, 413, 415, 422, 503),
         opt={idempotency.HONOURS_KEYS: True},
     )
@@ -95,7 +86,7 @@ class TeamController(Controller):
     @get(
         operation_id="listTeams",
         summary="List teams",
-        response_headers=[openapi.LINK_HEADER, openapi.TOTAL_COUNT_HEADER],
+        response_headers=DOCS.page_headers,
         responses=documented(400, 503),
     )
     async def list_teams(
@@ -115,23 +106,24 @@ class TeamController(Controller):
         Pages as heroes' do: follow the ``Link: <...>; rel="next"`` header until a page comes
         without one.
         """
-        sort, after = ORDERS.start(order_by, cursor, offset)
         filters = Filters(name, name_prefix)._asdict()
-        teams = await LIST.page(db, filters, sort, limit=limit, offset=offset, after=after)
-        headers = {}
-        if len(teams) == limit:
-            query = {**filters, "order_by": order_by, "limit": limit, "count": count}
-            headers["Link"] = ORDERS.link_after(request.scope, query, sort, teams[-1])
-        if count:
-            headers["X-Total-Count"] = str(await LIST.count(db, filters))
-        return JsonResponse(teams, headers=headers)
+        return await PAGES.answer(
+            request.scope,
+            db,
+            filters,
+            order_by=order_by,
+            cursor=cursor,
+            offset=offset,
+            limit=limit,
+            count=count,
+        )
 
     @get(
         "/{team_id:int}",
         operation_id="getTeam",
         summary="Get a team, with its first heroes",
-        response_headers=[openapi.ETAG_HEADER, openapi.HEROES_LINK_HEADER],
-        responses={**documented(400, 404, 503), **openapi.NOT_MODIFIED},
+        response_headers=[DOCS.etag_header, openapi.HEROES_LINK_HEADER],
+        responses={**documented(400, 404, 503), **DOCS.not_modified},
     )
     async def get_team(
         self,
@@ -153,7 +145,7 @@ class TeamController(Controller):
         "/{team_id:int}",
         operation_id="updateTeam",
         summary="Update a team",
-        response_headers=[openapi.ETAG_HEADER],
+        response_headers=[DOCS.etag_header],
         responses=documented(400, 404, 412, 413, 415, 503),
     )
     async def update_team(
@@ -194,7 +186,7 @@ RESOURCE = Resource(
     route_handlers=[TeamController],
     exception_handlers=errors.EXCEPTION_HANDLERS,
     tag=Tag(name="teams", description="The heroes' teams, as the SQLModel tutorial adds them."),
-    complete_document=openapi.complete_document,
+    complete_document=DOCS.complete_document,
     overview="Teams of heroes: create, list, read (with their heroes), update and delete them.",
 )
 """The teams, as ``create_app`` serves them."""
