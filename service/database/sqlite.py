@@ -166,9 +166,9 @@ class SqliteDatabase(Database):
         """Stop the writer thread and close the connections it and the reader kept."""
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)
-        if self._reader_cursor is not None:
-            self._reader_cursor.close()
-            self._reader_cursor = None
+        # The reader's cursor goes with its connection (which, in memory, the plugin may have
+        # closed already: a cursor of a closed connection cannot be closed again).
+        self._reader_cursor = None
         if self._reader is not None:
             _close_for_good(self._reader)
             self._reader = None
