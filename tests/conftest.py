@@ -65,10 +65,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Keep the garbage collector off what lives for the whole run, and let it run less often.
 
     The collected tests, the imported modules and each app's route tables made the default
-    collector scan a growing heap every few hundred allocations: with the heap frozen after
-    collection and a first threshold of 50,000, the in-process tests took 12 to 19% less CPU
-    (test_bad_input.py and test_listing.py, 45.5 s against 36.9 s). Garbage is still collected,
-    later; a test that needs it collected calls ``gc.collect()``.
+    collector scan a growing heap every few hundred allocations, a good part of the in-process
+    tests' CPU. Garbage is still collected, later; a test that needs it collected calls
+    ``gc.collect()``.
     """
     gc.collect()
     gc.freeze()
@@ -223,9 +222,9 @@ build told ``max_prepared_statements = 0``), and one that keeps them (1.21 and l
 @pytest.fixture(scope="session")
 def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file at the latest schema, made once per worker. The ``database_url`` of each
-    SQLite test is a copy of it: migrating a new file at each app's startup took about 30 ms, as
-    much as the rest of the test. Startup on a new file (the Quick start's) has tests of its own
-    in test_migrations.py, on files they make."""
+    SQLite test is a copy of it: migrating a new file at each app's startup cost as much as the
+    rest of a test. Startup on a new file (the Quick start's) has tests of its own in
+    test_migrations.py, on files they make."""
     path = tmp_path_factory.mktemp("migrated") / "heroes.db"
     migrate(f"sqlite:///{path}")
     return path

@@ -102,7 +102,7 @@ def start_a_worker(database: Path, start: Any) -> str:
 
 def test_workers_starting_together_on_a_new_file_all_connect(tmp_path: Path) -> None:
     """Several workers switch one new file to WAL at the same moment. SQLite answers all but one
-    "database is locked" at once, without waiting; before the retry, about one round in four
+    "database is locked" at once, without waiting; before the retry, most runs of this test
     failed a worker's startup (tests/test_several_workers.py met it on Python 3.14)."""
     workers = 4
     context = multiprocessing.get_context("spawn")

@@ -294,7 +294,7 @@ class SilentServer:
             sock.close()
 
 
-@pytest.mark.alone  # as the statement timeout's: once held up 2 s in a full parallel run
+@pytest.mark.alone  # as the statement timeout's: its probe was once held up in a full parallel run
 def test_postgres_connect_that_never_answers_is_503_and_holds_up_nothing(
     postgres: Postgres,
 ) -> None:

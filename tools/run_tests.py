@@ -38,9 +38,9 @@ def workers() -> str:
 def phase(args: list[str], counts_file: Path) -> int:
     """Run pytest with ``args``; its counts are written to ``counts_file`` (tests/conftest.py).
 
-    Bytecode is cached even where ``PYTHONDONTWRITEBYTECODE`` says not to: each phase's
-    collection rewrites every test module again without it (3 s of CPU), and each of the
-    servers the live tests start compiles the service again (0.1 s).
+    Bytecode is cached even where ``PYTHONDONTWRITEBYTECODE`` says not to: without it each
+    phase's collection rewrites every test module again, and each of the servers the live tests
+    start compiles the service again.
     """
     environment = {**os.environ, "TEST_COUNTS_FILE": str(counts_file)}
     environment.pop("PYTHONDONTWRITEBYTECODE", None)
