@@ -245,6 +245,21 @@ def test_a_hero_created_in_a_team_shows_it(client: Client) -> None:
     assert got.headers["etag"] == '"1.1"'
 
 
+@pytest.mark.parametrize(
+    "name", ['A "quote" and a \\', "a tab\t, \u2028 and \x7f", "Émoji 😀", "1e3", "null"]
+)
+def test_a_hero_in_a_team_shows_the_names_and_times_as_their_creates_answered(
+    client: Client, name: str
+) -> None:
+    created = client.post("/teams", json=new_team(name, headquarters=name[::-1]))
+
+    hero = create_hero(client, name, team_id=created.json()["id"])
+    got = client.get(f"/heroes/{hero['id']}")
+
+    assert got.json() == {**hero, "team": created.json()}
+    assert got.text.endswith(f',"team":{created.text}}}')
+
+
 def test_a_hero_without_a_team_answers_as_before_teams(client: Client) -> None:
     hero = create_hero(client)
 

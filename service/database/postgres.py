@@ -53,6 +53,8 @@ class PostgresDatabase(Database):
     ``statement_timeout`` ends it, as in the direct mode).
     """
 
+    dialect_name = "postgresql"
+
     def __init__(self, engine: AsyncEngine, bound: float | None = None) -> None:
         self.engine = engine
         self.bound = bound

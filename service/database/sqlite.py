@@ -54,6 +54,7 @@ logger = logging.getLogger("service")
 class SqliteDatabase(Database):
     """SQLite: reads inline on a connection that never waits, writes on the writer thread."""
 
+    dialect_name = "sqlite"
     runs_units = True
 
     def __init__(self, engine: sa.Engine, *, in_memory: bool) -> None:

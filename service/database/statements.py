@@ -167,6 +167,8 @@ class InProgress(Exception):
 class Database:
     """Where the API's statements run: one per app, built by ``engines.open_database``."""
 
+    dialect_name = ""
+    """The SQLAlchemy dialect's name: ``sqlite``, ``postgresql``."""
     runs_units = False
     """Whether :meth:`run_unit` works: SQLite's writer runs several statements in a transaction.
     PostgreSQL runs every operation as one statement, its own transaction, so that it works
