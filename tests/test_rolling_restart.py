@@ -179,6 +179,9 @@ def test_sighup_replaces_the_workers_without_draining_them(tmp_path: Path) -> No
         replaced_after = time.monotonic() - started
         new = set(server.worker_pids())
     finally:
+        # As Ctrl-C does: a SIGTERM would make the workers serve out the drain's 60 s first.
+        os.killpg(server.process.pid, signal.SIGINT)
+        server.process.wait(timeout=30)
         server.stop()
 
     print(f"SIGHUP: both workers replaced after {replaced_after:.1f} s, readiness {set(ready)}")
