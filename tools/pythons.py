@@ -18,9 +18,9 @@ own pinned versions, which predate the newer Pythons, while today's ``migrate`` 
 prove is about the schema, not the Python), nor ``deploy`` (nginx and systemd running the files
 of ``deploy/``, which the roots do not hold), nor ``pooled`` (the API's tests run again through
 each PgBouncer: the same service code as straight to PostgreSQL but for the driver's mode, which
-the pooler's own tests, test_pooler.py and the faults and rolling restarts through each
-PgBouncer, run on every Python; left out for CI's time); the 3.11 run, ``just test``, has them
-all.
+the pooler's own tests, test_pooler.py and the faults through each PgBouncer, run on every
+Python; and the rolling restart through the PgBouncer that keeps no prepared statement, run
+through the other; left out for CI's time); the 3.11 run, ``just test``, has them all.
 
 Where each Python comes from (see ``PYTHONS``): 3.13 is Debian 13's ``python3``, 3.14 and 3.15
 are Debian unstable's, each run inside the cached debootstrap root of ``tools/debian_root.py``
