@@ -116,6 +116,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         if shared and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # The modules with long tests first: the workers hand out tests in this order, and one that
+    # takes a long test last keeps the other idle until it ends.
+    long_modules = {item.path for item in items if LONG_MARKERS & item.keywords.keys()}
+    items.sort(key=lambda item: item.path not in long_modules)
+
+
+LONG_MARKERS = {"live", "fuzz"}
+"""The markers of the tests that take seconds: live servers, generated requests."""
 
 
 def pytest_terminal_summary(
