@@ -17,12 +17,17 @@ each app in turn, after a warm-up:
 - ours only, each to be compared with ``list-20`` (the first page by id): ``last-page-cursor``
   (the last 20 heroes, by the cursor a walk reaches them with), ``sorted-name`` and
   ``sorted-minus-age`` (first pages of ``order_by=name`` and ``order_by=-age``) and
-  ``name-prefix`` (``name_prefix=hero <random seeded number>``, case folded, by id).
+  ``name-prefix`` (``name_prefix=hero <random seeded number>``, case folded, by id);
+- ours only, teams: ``team-get-one`` (``GET /teams/{id}`` for random ids, each team with its
+  first heroes) and ``team-list-20`` (``GET /teams/?limit=20``). Before the first of them the
+  service gets ``TEAMS`` teams and every other seeded hero joins one, after the hero scenarios
+  have been measured on heroes without a team, as the peers' are.
 
 The report (a markdown table of requests per second and latency, the service's fraction of the
 ceiling, and every error wrk saw) is printed and written to ``results/latest.md`` (not
 committed) and ``RESULTS.md`` (committed, with the machine and versions it was measured on;
-``RESULTS-<rows>-rows.md`` for a run with ``--rows`` other than 1,000).
+``RESULTS-<rows>-rows.md`` for a run with ``--rows`` other than 1,000; ``--save-as NAME`` for
+a partial run kept beside them).
 The run fails if the service answered any request with an error.
 
 ``--memory-seconds N`` adds a resident-memory check: N seconds of mixed load on the service
@@ -66,6 +71,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -93,6 +99,8 @@ def committed_report(rows: int, database: str = "sqlite") -> Path:
 
 SEED_THROUGH_API_MAX = 1000
 """Up to this many rows are seeded through ``POST /heroes/``; more are bulk-inserted."""
+TEAMS = 50
+"""Teams made for the team scenarios; every other seeded hero joins one, in turn."""
 SERVER_CPU, WRK_CPU = 1, 0
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
@@ -300,8 +308,17 @@ SCENARIOS = {
             random_hero_script("/heroes/?limit=20&name_prefix=hero%20"),
             apps=("ours",),
         ),
+        Scenario(
+            "team-get-one",
+            "/",
+            random_hero_script("/teams/").replace("{rows}", str(TEAMS)),
+            apps=("ours",),
+        ),
+        Scenario("team-list-20", "/teams/?limit=20", apps=("ours",)),
     )
 }
+TEAM_SCENARIOS = ("team-get-one", "team-list-20")
+"""The scenarios that need teams: ``seed_teams`` runs before the first of them."""
 AGAINST_FIRST_PAGE = ("last-page-cursor", "sorted-name", "sorted-minus-age", "name-prefix")
 """Scenarios that must cost at most ``AGAINST_FIRST_PAGE_LIMIT`` times ``list-20``."""
 AGAINST_FIRST_PAGE_LIMIT = 1.5
@@ -676,6 +693,25 @@ def seed_through_api(server: Server, rows: int) -> None:
                 raise BenchmarkError(
                     f"{server.app.label}: creating hero {number} answered {status} {body}"
                 )
+    finally:
+        connection.close()
+
+
+def seed_teams(server: Server, rows: int) -> None:
+    """Create teams 1..TEAMS with ``POST /teams/``; every even hero joins one, in turn."""
+    connection = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    try:
+        for number in range(1, TEAMS + 1):
+            team = {"name": f"Team {number}", "headquarters": f"Tower {number}"}
+            status, body = server.request("POST", "/teams/", team, connection)
+            if status != HTTPStatus.CREATED or body.get("id") != number:
+                raise BenchmarkError(f"creating team {number} answered {status} {body}")
+        for number in range(2, rows + 1, 2):
+            team_id = (number // 2 - 1) % TEAMS + 1
+            path = f"/heroes/{number}"
+            status, body = server.request("PATCH", path, {"team_id": team_id}, connection)
+            if status != HTTPStatus.OK or body.get("team_id") != team_id:
+                raise BenchmarkError(f"PATCH {path} to team {team_id} answered {status} {body}")
     finally:
         connection.close()
 
@@ -1217,7 +1253,6 @@ def measure(args: argparse.Namespace) -> Run:
     if not pinning:
         print("warning: fewer than 2 CPUs (or no taskset): nothing is pinned", file=sys.stderr)
     server_cpu, wrk_cpu = (SERVER_CPU, WRK_CPU) if pinning else (None, None)
-    results: Results = {}
     memory = None
     with tempfile.TemporaryDirectory(prefix="hero-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
@@ -1251,21 +1286,7 @@ def measure(args: argparse.Namespace) -> Run:
             servers[key] = stack.enter_context(
                 running(APPS[key], workdir, args, server_cpu, environment, bouncer)
             )
-        for name in args.scenarios:
-            for key, server in servers.items():
-                if server.app.role not in SCENARIOS[name].apps:
-                    continue
-                progress(
-                    f"{name} on {server.app.label}: "
-                    f"{args.warmup:g} s warm-up, then {args.duration:g} s"
-                )
-                result = measure_scenario(wrk, server, SCENARIOS[name], args)
-                results[name, key] = result
-                progress(
-                    f"  {result.requests_per_second:,.0f} rps, p50 {result.p50_ms:.2f} ms, "
-                    f"p99 {result.p99_ms:.2f} ms"
-                    + (f"; {result.describe_errors()}" if result.errors else "")
-                )
+        results = measure_scenarios(wrk, servers, args)
         if args.memory_seconds:
             progress(f"memory check: {args.memory_seconds:g} s of mixed load on ours")
             memory = check_memory(servers["ours"], wrk, args.memory_seconds)
@@ -1284,6 +1305,31 @@ def measure(args: argparse.Namespace) -> Run:
                     + (f"; {result.describe_errors()}" if result.errors else "")
                 )
     return Run(args, started, pinning, results, memory, scaling, poolers)
+
+
+def measure_scenarios(wrk: Wrk, servers: dict[str, Server], args: argparse.Namespace) -> Results:
+    """Each scenario on each app that serves it, in turn; teams made before the first team one."""
+    results: Results = {}
+    with_teams: set[str] = set()
+    for name in args.scenarios:
+        for key, server in servers.items():
+            if server.app.role not in SCENARIOS[name].apps:
+                continue
+            if name in TEAM_SCENARIOS and key not in with_teams:
+                progress(f"{server.app.label}: {TEAMS} teams, every other hero in one")
+                seed_teams(server, args.rows)
+                with_teams.add(key)
+            progress(
+                f"{name} on {server.app.label}: {args.warmup:g} s warm-up, then {args.duration:g} s"
+            )
+            result = measure_scenario(wrk, server, SCENARIOS[name], args)
+            results[name, key] = result
+            progress(
+                f"  {result.requests_per_second:,.0f} rps, p50 {result.p50_ms:.2f} ms, "
+                f"p99 {result.p99_ms:.2f} ms"
+                + (f"; {result.describe_errors()}" if result.errors else "")
+            )
+    return results
 
 
 def measure_scenario(
@@ -1404,6 +1450,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="write results/latest.md only, leaving the committed report alone",
     )
+    parser.add_argument(
+        "--save-as",
+        metavar="NAME",
+        help="keep the report as tests/benchmarks/NAME (a partial run: RESULTS-teams-http.md) "
+        "instead of the full run's RESULTS*.md",
+    )
     args = parser.parse_args(argv)
     only_given = any(arg == "--only" or arg.startswith("--only=") for arg in argv or sys.argv)
     if args.database == "postgresql" and not only_given:
@@ -1413,6 +1465,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     pooled = args.pgbouncer_workers or any(APPS[key].pooled for key in args.only)
     if args.database != "postgresql" and pooled:
         parser.error("PgBouncer stands in front of PostgreSQL: add --database postgresql")
+    if args.save_as and (Path(args.save_as).name != args.save_as or args.no_save):
+        parser.error("--save-as takes a file name, kept in tests/benchmarks/ (not with --no-save)")
     if args.rows < 1 or args.connections < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rows and --connections must be at least 1, --duration positive")
     if args.memory_seconds and "ours" not in args.only:
@@ -1440,7 +1494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     LATEST.write_text(text)
     written = [LATEST]
     if not args.no_save:
-        written.append(committed_report(args.rows, args.database))
+        written.append(
+            HERE / args.save_as if args.save_as else committed_report(args.rows, args.database)
+        )
         written[-1].write_text(text)
     progress(f"written to {' and '.join(str(path.relative_to(REPO)) for path in written)}")
     ours_errors = [
