@@ -39,6 +39,7 @@ from service.database.statements import (
     Run,
     Statement,
     Unit,
+    run_on_cursor,
     run_on_driver,
     run_through_sqlalchemy,
     traced,
@@ -133,10 +134,8 @@ class SqliteDatabase(Database):
         cursor = self._reader_cursor
         if cursor is None:
             cursor = self._reader_cursor = self._reader_driver().cursor()
-        compiled = statement.compiled(self.engine.dialect)
         try:
-            cursor.execute(compiled.sql, compiled.arguments(params))
-            return compiled.rows(cursor.fetchall())
+            return run_on_cursor(self.engine.dialect, cursor, statement, params)
         except BaseException:
             self._reader_cursor = None
             cursor.close()

@@ -210,13 +210,21 @@ class Database:
 def run_on_driver(
     dialect: sa.Dialect, driver: Any, statement: Statement, params: dict[str, Any]
 ) -> Sequence[Row]:
-    """Run ``statement`` on a sqlite3 connection, closing its cursor."""
-    compiled = statement.compiled(dialect)
-    cursor = driver.execute(compiled.sql, compiled.arguments(params))
+    """Run ``statement`` on a sqlite3 connection, on a cursor of its own, closed afterwards."""
+    cursor = driver.cursor()
     try:
-        return compiled.rows(cursor.fetchall())
+        return run_on_cursor(dialect, cursor, statement, params)
     finally:
         cursor.close()
+
+
+def run_on_cursor(
+    dialect: sa.Dialect, cursor: Any, statement: Statement, params: dict[str, Any]
+) -> Sequence[Row]:
+    """Run ``statement`` on a sqlite3 cursor and fetch all its rows, which ends the statement."""
+    compiled = statement.compiled(dialect)
+    cursor.execute(compiled.sql, compiled.arguments(params))
+    return compiled.rows(cursor.fetchall())
 
 
 def run_through_sqlalchemy(
