@@ -5,7 +5,7 @@ the version in quotes (``"3"``). A representation that shows other rows too (a h
 team) adds what identifies them after a dot (``"3.7"``: the hero at 3, its team at 7), so that
 it changes when they do; a write's ``If-Match`` is a condition on the row it writes, and
 compares the first number alone. Any resource's routes read the conditions with
-:func:`if_match` and :func:`not_modified`, and answer a read with :func:`read_answer`. No I/O.
+:func:`if_match`, and answer a read (its ``ETag``, or 304) with :func:`read_answer`. No I/O.
 """
 
 from __future__ import annotations
@@ -116,12 +116,6 @@ def _names_tag(if_none_match: str, tag: str) -> bool:
 def if_match(scope: Scope) -> Versions:
     """The versions the request's ``If-Match`` allows a write at; None for any."""
     return allowed_versions(header_value(scope, IF_MATCH))
-
-
-def not_modified(scope: Scope, version: int, *shown: int) -> bool:
-    """Whether the request's ``If-None-Match`` names the tag (or ``*``): answer 304."""
-    if_none_match = header_value(scope, IF_NONE_MATCH)
-    return if_none_match is not None and matches_any(if_none_match, version, *shown)
 
 
 def read_answer(
